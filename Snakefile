@@ -1,0 +1,20 @@
+# Danna-Sep reproducibility pipeline.
+#   snakemake --cores 2                      embedded default (synthetic data, CPU, minutes)
+#   snakemake --profile slurm --configfile config/paper.yaml    the paper on a SLURM cluster
+# Every rule calls one `dannasep` command; see `dannasep --help`.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        DATASET_MANIFEST,

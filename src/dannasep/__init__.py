@@ -1,0 +1,3 @@
+"""Danna-Sep reproducibility pipeline."""
+
+__version__ = "0.1.0"

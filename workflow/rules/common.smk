@@ -1,0 +1,41 @@
+# Shared helpers: config validation (before any job starts) and path conventions.
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+from dannasep.config import validate_config
+from dannasep.errors import ConfigError
+
+try:
+    _validated = validate_config(config, source="config (config/config.yaml + --configfile/--config)")
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+config.clear()
+config.update(_validated)
+
+LOGS = "logs"
+BENCH = "results/benchmarks"
+
+
+def dataset_root():
+    """Where the dataset lives: a user's existing copy, or the folder the pipeline fills."""
+    ds = config["dataset"]
+    if ds["kind"] == "musdb18hq" and ds["musdb18hq"]["local_path"]:
+        path = Path(ds["musdb18hq"]["local_path"])
+        if not path.is_dir():
+            raise WorkflowError(
+                f"dataset.musdb18hq.local_path: {path} is not a folder; point it at an existing "
+                "MUSDB18-HQ copy (with train/ and test/) or set it to null to download the dataset"
+            )
+        return str(path)
+    return ds["root"]
+
+
+def dataset_is_produced():
+    """True when a rule of this workflow creates the dataset folder."""
+    ds = config["dataset"]
+    return not (ds["kind"] == "musdb18hq" and ds["musdb18hq"]["local_path"])
+
+
+DATASET_ROOT = dataset_root()
+DATASET_MANIFEST = "results/data/manifest.json"

@@ -1,0 +1,47 @@
+# Data: generate the synthetic MUSDB18-HQ or fetch the real one, then validate it and write a
+# manifest (file list with sizes and hashes) whose hash every checkpoint records.
+
+if config["dataset"]["kind"] == "synthetic":
+
+    rule synth_dataset:
+        output:
+            directory(config["dataset"]["root"]),
+        params:
+            s=config["dataset"]["synthetic"],
+        log:
+            f"{LOGS}/data/synth_dataset.log",
+        benchmark:
+            f"{BENCH}/data/synth_dataset.tsv"
+        shell:
+            "dannasep synth --out {output} --seed {params.s[seed]}"
+            " --train-tracks {params.s[train_tracks]} --valid-tracks {params.s[valid_tracks]}"
+            " --test-tracks {params.s[test_tracks]} --duration {params.s[duration]} > {log} 2>&1"
+
+elif dataset_is_produced():
+
+    rule fetch_musdb18hq:
+        output:
+            directory(config["dataset"]["root"]),
+        params:
+            m=config["dataset"]["musdb18hq"],
+        log:
+            f"{LOGS}/data/fetch_musdb18hq.log",
+        benchmark:
+            f"{BENCH}/data/fetch_musdb18hq.tsv"
+        shell:
+            "dannasep fetch musdb18hq --out {output} --url '{params.m[url]}' --md5 {params.m[md5]}"
+            " --size {params.m[size]} --download-dir {params.m[download_dir]} > {log} 2>&1"
+
+
+rule validate_dataset:
+    input:
+        DATASET_ROOT if dataset_is_produced() else [],
+    output:
+        DATASET_MANIFEST,
+    params:
+        root=DATASET_ROOT,
+        full="--full" if config["dataset"]["kind"] == "musdb18hq" else "",
+    log:
+        f"{LOGS}/data/validate_dataset.log",
+    shell:
+        "dannasep validate {params.root} --manifest {output} {params.full} > {log} 2>&1"
