@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("dannasep.data.synth", "generate the synthetic MUSDB18-HQ-shaped dataset"),
     "fetch": ("dannasep.data.fetch", "download MUSDB18-HQ or the official X-UMX weights (resumable, checksummed)"),
     "validate": ("dannasep.data.validate", "check a MUSDB18-HQ folder (or compressed MUSDB18) and write its manifest"),
+    "train": ("dannasep.training.cli", "train one system (resumable, DDP-ready) and write its checkpoint"),
+    "inspect": ("dannasep.inspect_checkpoint", "print what a checkpoint records (model, config, data, commit, scores)"),
 }
 
 

@@ -29,23 +29,37 @@ def load_schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
-def _fill_defaults(instance: Any, schema: dict) -> None:
+def _resolve(schema: dict, root: dict) -> dict:
+    """Follow a local `$ref` ("#/definitions/name")."""
+    ref = schema.get("$ref")
+    if not ref:
+        return schema
+    node = root
+    for part in ref.lstrip("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def _fill_defaults(instance: Any, schema: dict, root: dict | None = None) -> None:
     """Insert schema defaults into `instance` in place, creating nested objects as needed."""
+    root = root if root is not None else schema
+    schema = _resolve(schema, root)
     if not isinstance(instance, dict) or schema.get("type") != "object":
         return
     for key, sub in schema.get("properties", {}).items():
+        sub = _resolve(sub, root)
         if key not in instance:
             if "default" in sub:
                 instance[key] = copy.deepcopy(sub["default"])
-            elif sub.get("type") == "object" and "properties" in sub:
+            elif sub.get("type") == "object" and "properties" in sub and not sub.get("required"):
                 instance[key] = {}
         if key in instance:
-            _fill_defaults(instance[key], sub)
+            _fill_defaults(instance[key], sub, root)
     extra = schema.get("additionalProperties")
     if isinstance(extra, dict):
         for key, value in instance.items():
             if key not in schema.get("properties", {}):
-                _fill_defaults(value, extra)
+                _fill_defaults(value, extra, root)
 
 
 def _describe(error: jsonschema.ValidationError, source: str) -> str:

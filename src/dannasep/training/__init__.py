@@ -1,0 +1,1 @@
+"""Training: one trainer for every model (loop, resume, DDP, objectives, validation)."""

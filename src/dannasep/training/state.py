@@ -1,0 +1,59 @@
+"""Resume state: everything needed to continue training exactly where it stopped."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import torch_save_atomic
+
+log = logging.getLogger(__name__)
+
+
+def config_fingerprint(system_cfg: dict, data_cfg: dict) -> str:
+    """A hash of the settings that shape training; a resume state from other settings is stale."""
+    keep = {k: v for k, v in system_cfg.items() if k != "separate"}
+    text = json.dumps({"system": keep, "data": data_cfg}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_state(path: Path, *, model, optimizer, scheduler, scaler, ema, epoch: int, batch_in_epoch: int,
+               step: int, history: list, fingerprint: str) -> None:
+    """Write the resume state atomically (model weights, optimizer, RNG...)."""
+    torch_save_atomic({
+        "fingerprint": fingerprint,
+        "epoch": epoch,
+        "batch_in_epoch": batch_in_epoch,
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "ema": ema.state_dict() if ema is not None else None,
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "history": history,
+    }, path)
+
+
+def load_state(path: Path, fingerprint: str) -> dict | None:
+    """The resume state at `path` if it belongs to these settings; a stale one is set aside."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a file damaged outside our atomic writes
+        log.warning("%s: unreadable resume state (%s); starting from scratch", path, exc)
+        os.replace(path, path.with_suffix(".corrupt"))
+        return None
+    if state.get("fingerprint") != fingerprint:
+        log.warning("%s: resume state was written with other settings; starting from scratch "
+                    "(kept as %s)", path, path.with_suffix(".stale"))
+        os.replace(path, path.with_suffix(".stale"))
+        return None
+    return state
