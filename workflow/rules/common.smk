@@ -39,3 +39,29 @@ def dataset_is_produced():
 
 DATASET_ROOT = dataset_root()
 DATASET_MANIFEST = "results/data/manifest.json"
+
+
+def _effective_config_file():
+    """The validated config (with --config overrides) as a file the CLI steps read.
+
+    Content-addressed, so concurrent invocations never race and a rule's command text stays the
+    same (Snakemake's rerun triggers look at params, which carry the settings that matter).
+    """
+    import hashlib
+    import yaml
+    from dannasep.io import write_text
+
+    text = yaml.safe_dump(config, sort_keys=True)
+    path = Path(".snakemake/dannasep") / f"config-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
+    if not path.is_file():
+        write_text(path, text)
+    return str(path)
+
+
+EFFECTIVE_CONFIG = _effective_config_file()
+SYSTEMS = list(config["models"])
+SINGLE_MODELS = SYSTEMS
+
+
+def checkpoint_pointer(system):
+    return f"results/checkpoints/{system}.json"

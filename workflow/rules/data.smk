@@ -45,3 +45,22 @@ rule validate_dataset:
         f"{LOGS}/data/validate_dataset.log",
     shell:
         "dannasep validate {params.root} --manifest {output} {params.full} > {log} 2>&1"
+
+
+rule fetch_xumx_weights:
+    # The official X-UMX MUSDB18-HQ weights (initialisation of the Danna-Sep X-UMX). No checksum
+    # is published: the first download records its sha256 beside the file, and a later file
+    # that differs is refused (see `dannasep fetch xumx-weights --help`).
+    output:
+        weights=config["pretrained"]["xumx"]["path"],
+    params:
+        url=config["pretrained"]["xumx"]["url"],
+        sha=(
+            f"--sha256 {config['pretrained']['xumx']['sha256']}"
+            if config["pretrained"]["xumx"]["sha256"]
+            else ""
+        ),
+    log:
+        f"{LOGS}/data/fetch_xumx_weights.log",
+    shell:
+        "dannasep fetch xumx-weights --out {output.weights} --url '{params.url}' {params.sha} > {log} 2>&1"

@@ -70,7 +70,8 @@ def extract_dataset(archive: str | os.PathLike, out: str | os.PathLike,
     except FileNotFoundError:
         raise DataError(f"{archive}: archive not found; check the path") from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
-        raise DataError(f"{archive}: not a readable zip archive ({exc}); delete it and download it again") from None
+        raise DataError(f"{archive}: not a readable zip archive ({exc}); delete it and download it "
+                        "again") from None
     with zf:
         members = [i for i in zf.infolist() if i.filename.split("/", 1)[0] not in IGNORED_TOP_FOLDERS]
         for info in members:
@@ -111,6 +112,10 @@ def extract_dataset(archive: str | os.PathLike, out: str | os.PathLike,
                                     "archive and download it again") from None
                 files += 1
             if validate is not None:
-                validate(tmp)
+                try:
+                    validate(tmp)
+                except DataError as exc:  # name the folder the user knows, not the vanished temp one
+                    raise DataError(f"{archive}: the extracted dataset is invalid, so {out} was not "
+                                    f"created:\n{str(exc).replace(str(tmp), str(out))}") from None
     log.info("%s: extracted %d files into %s", archive, files, out)
     return files

@@ -38,6 +38,10 @@ USER_AGENT = f"dannasep/{__version__} (+urllib)"
 class _Transient(Exception):
     """A failure that another attempt may fix (dropped connection, timeout, 5xx)."""
 
+    def __init__(self, message: str, retry_after: float = 0.0):
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds the server asked us to wait (Retry-After)
+
 
 def part_path(dest: str | os.PathLike) -> Path:
     """Where the unfinished download of `dest` lives (same folder, so the final rename is atomic)."""
@@ -45,7 +49,8 @@ def part_path(dest: str | os.PathLike) -> Path:
     return dest.with_name(dest.name + ".part")
 
 
-def hash_file(path: str | os.PathLike, algorithms=("sha256",), chunk_size: int = CHUNK_SIZE) -> dict[str, str]:
+def hash_file(path: str | os.PathLike, algorithms=("sha256",),
+              chunk_size: int = CHUNK_SIZE) -> dict[str, str]:
     """Hex digests of a file, read in chunks (constant memory for any size)."""
     hashers = {name: hashlib.new(name) for name in algorithms}
     _hash_into(hashers, Path(path), chunk_size)
@@ -124,8 +129,11 @@ def _attempt(url: str, part: _PartFile, size: int | None, timeout: float, chunk_
             bar.reset(total=size)
             raise _Transient("HTTP 416 (range not satisfiable), restarting from byte 0") from None
         if exc.code in RETRYABLE_STATUS:
-            raise _Transient(f"HTTP {exc.code} {exc.reason}") from None
-        raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}; check the URL (and the network) and re-run") from None
+            retry_after = exc.headers.get("Retry-After", "")
+            raise _Transient(f"HTTP {exc.code} {exc.reason}",
+                             float(retry_after) if retry_after.isdigit() else 0.0) from None
+        raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}; check the URL (and the network) "
+                            "and re-run") from None
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         raise _Transient(f"cannot connect: {getattr(exc, 'reason', exc)}") from None
 
@@ -136,7 +144,8 @@ def _attempt(url: str, part: _PartFile, size: int | None, timeout: float, chunk_
             if start != part.size:
                 part.restart()
                 bar.reset(total=size)
-                raise _Transient(f"server resumed at byte {start}, asked for {headers.get('Range')}; restarting")
+                raise _Transient(f"server resumed at byte {start}, asked for {headers['Range']}; "
+                                 "restarting")
         else:
             if part.size:
                 log.warning("%s: server ignored the Range request; downloading from the start", url)
@@ -185,7 +194,7 @@ def _verify(path: Path, dest: Path, size: int | None, actual_size: int, digests:
                 break
     if problem:
         path.unlink(missing_ok=True)
-        raise DownloadError(f"{dest}: downloaded file's {problem}{hint}. The bad download was removed; "
+        raise DownloadError(f"{dest}: downloaded file's {problem}{hint}. The download was removed; "
                             "re-run to download it again")
 
 
@@ -223,11 +232,11 @@ def download_file(url: str, dest: str | os.PathLike, *, size: int | None = None,
             except _Transient as exc:
                 failures = 1 if part.size > before else failures + 1
                 if failures > retries:
-                    raise DownloadError(
-                        f"{url}: giving up after {failures} failed attempts ({exc}); {part.size} bytes are "
-                        f"kept in {part_file}: re-run to resume"
-                    ) from None
-                wait = min(backoff * 2 ** (failures - 1), MAX_BACKOFF_SECONDS)
+                    kept = (f"{part.size} bytes are kept in {part_file}: re-run to resume" if part.size
+                            else "check the URL and the network, then re-run")
+                    raise DownloadError(f"{url}: giving up after {failures} failed attempts ({exc}); "
+                                        f"{kept}") from None
+                wait = min(max(backoff * 2 ** (failures - 1), exc.retry_after), MAX_BACKOFF_SECONDS)
                 log.warning("%s: %s; retrying in %.1f s (%d/%d)", url, exc, wait, failures, retries)
                 time.sleep(wait)
     finally:

@@ -117,9 +117,7 @@ def fetch_xumx_weights(out: str | Path, *, url: str, sha256: str | None = None,
     expected = sha256.lower() if sha256 else None
     if expected and not SHA256_PATTERN.fullmatch(expected):
         raise DownloadError(f"--sha256 {sha256}: not a sha256 (64 hex digits)")
-    recorded = read_recorded_sha256(out)
-    if recorded and accept_new_checksum:
-        recorded = None
+    recorded = None if accept_new_checksum else read_recorded_sha256(out)
     sidecar = sidecar_path(out)
     accept_hint = (f" (recorded in {sidecar}); if the new file is trusted, re-run with "
                    "--accept-new-checksum")
@@ -127,32 +125,35 @@ def fetch_xumx_weights(out: str | Path, *, url: str, sha256: str | None = None,
         raise DownloadError(f"{out}: --sha256 {expected} differs from the sha256 {recorded} recorded in "
                             f"{sidecar}; re-run with --accept-new-checksum to trust the new one")
 
+    actual = None
     if out.exists():
-        _, _, digests = verify_file(out, algorithms=("sha256",))
-        actual = digests["sha256"]
+        actual = verify_file(out, algorithms=("sha256",))[2]["sha256"]
         if expected and actual != expected:
-            log.warning("%s: sha256 is %s, expected %s; removing it and downloading again", out, actual, expected)
+            log.warning("%s: sha256 is %s, expected %s; removing it and downloading again",
+                        out, actual, expected)
             out.unlink()
+            actual = None
         elif recorded and actual != recorded:
             raise DownloadError(f"{out}: sha256 is {actual}, expected {recorded}{accept_hint}; otherwise "
                                 "delete the file and re-run to download it again")
-    if out.exists():
-        log.info("%s: present, sha256 %s", out, actual)
-    else:
+        else:
+            log.info("%s: present, sha256 %s", out, actual)
+    if actual is None:
         want = expected or recorded
-        hint = "" if expected else (accept_hint if recorded else "")
-        digests = download_file(url, out, checksums={"sha256": want} if want else {}, algorithms=("sha256",),
-                                retries=retries, backoff=backoff, timeout=timeout, progress=progress,
-                                mismatch_hint=hint)
+        hint = accept_hint if recorded and not expected else ""
+        digests = download_file(url, out, checksums={"sha256": want} if want else {},
+                                algorithms=("sha256",), retries=retries, backoff=backoff,
+                                timeout=timeout, progress=progress, mismatch_hint=hint)
         actual = digests["sha256"]
-    if read_recorded_sha256(out) != actual:
+    if accept_new_checksum or recorded != actual:
         record_sha256(out, actual)
         log.info("%s: recorded sha256 %s", sidecar, actual)
     return actual
 
 
 def _add_transfer_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--retries", type=int, default=5, help="failed attempts in a row before giving up (default 5)")
+    p.add_argument("--retries", type=int, default=5,
+                   help="failed attempts in a row before giving up (default 5)")
     p.add_argument("--backoff", type=float, default=2.0,
                    help="seconds before the first retry, doubling each time (default 2)")
     p.add_argument("--timeout", type=float, default=60.0, help="socket timeout in seconds (default 60)")
@@ -162,8 +163,9 @@ def _add_transfer_options(p: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="what", metavar="<what>", required=True)
     m = sub.add_parser("musdb18hq", help="MUSDB18-HQ from Zenodo (record 3338373)",
-                       description="Download (resumable), verify (size, md5), extract and validate MUSDB18-HQ. "
-                                   "--url/--md5/--size/--download-dir default to the config schema's values.")
+                       description="Download (resumable), verify (size, md5), extract and validate "
+                                   "MUSDB18-HQ. --url/--md5/--size/--download-dir default to the "
+                                   "config schema's values.")
     m.add_argument("--out", required=True, help="dataset folder to create (train/ and test/ inside)")
     m.add_argument("--url", help="archive URL")
     m.add_argument("--md5", help="expected md5 of the archive")
@@ -201,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
                             full_check=not args.no_full_check, **transfer)
     else:
         d = _schema_defaults()["pretrained"]["xumx"]
-        fetch_xumx_weights(args.out or d["path"], url=args.url or d["url"], sha256=args.sha256 or d["sha256"],
+        fetch_xumx_weights(args.out or d["path"], url=args.url or d["url"],
+                           sha256=args.sha256 or d["sha256"],
                            accept_new_checksum=args.accept_new_checksum, **transfer)
     return 0

@@ -1,0 +1,67 @@
+"""Model registry: a checkpoint stores a name from `MODELS` and the constructor kwargs.
+
+Every model has `domain` ("tf": magnitude spectrogram in, source magnitudes out; "t": waveform in,
+waveforms out), `sources` (always drums, bass, other, vocals) and `kwargs` (all its constructor
+arguments, defaults filled in, so `build_model(name, **model.kwargs)` rebuilds it). TF models also
+have `n_fft` and `hop_length` for the shared STFT (Hann window, center=True).
+"""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .demucs import Demucs
+from .unet import UNet
+from .xumx import XUMX
+
+MODELS = {"xumx": XUMX, "unet": UNet, "demucs": Demucs}
+
+# The authors' settings (their configs and model code; REFERENCE.md section 2).
+PAPER_KWARGS: dict[str, dict] = {
+    "xumx": dict(n_fft=4096, hop_length=1024, max_bin=1487, hidden_size=512, nb_layers=3,
+                 nb_channels=2, lstm_dropout=0.4, bidirectional=True),
+    "unet": dict(n_fft=4096, hop_length=1024, max_bin=1487, nb_channels=2, levels=6, growth=12,
+                 d2_blocks=2, attention_channels=256, attention_d_model=128, attention_heads=8,
+                 query_block=2, memory_flange=3, dropout=0.4, dropout_levels=3, pad_mask=0.25),
+    "demucs": dict(channels=48, depth=6, kernel_size=8, stride=4, growth=2.0, context=3,
+                   lstm_layers=2, rescale=0.1, resample=True, normalize=True,
+                   decoders="per_source", nb_channels=2),
+    "demucs_baseline": dict(channels=48, depth=6, kernel_size=8, stride=4, growth=2.0, context=3,
+                            lstm_layers=2, rescale=0.1, resample=True, normalize=False,
+                            decoders="single", nb_channels=2),
+    "demucs_baseline_64": dict(channels=64, depth=6, kernel_size=8, stride=4, growth=2.0,
+                               context=3, lstm_layers=2, rescale=0.1, resample=True,
+                               normalize=False, decoders="single", nb_channels=2),
+}
+# Registry name of each paper setting.
+PAPER_ARCH = {"xumx": "xumx", "unet": "unet", "demucs": "demucs", "demucs_baseline": "demucs",
+              "demucs_baseline_64": "demucs"}
+
+# Same architectures, small enough to train for a minute on a CPU with short segments.
+TINY_KWARGS: dict[str, dict] = {
+    "xumx": dict(n_fft=1024, hop_length=256, max_bin=372, hidden_size=32, nb_layers=1),
+    "unet": dict(n_fft=1024, hop_length=256, max_bin=372, levels=3, growth=4, d2_blocks=1,
+                 attention_channels=16, attention_d_model=16, attention_heads=2),
+    "demucs": dict(channels=8, depth=4, lstm_layers=1, normalize=True, decoders="per_source"),
+    "demucs_baseline": dict(channels=8, depth=4, lstm_layers=1, decoders="single"),
+}
+
+
+def build_model(name: str, **kwargs):
+    """The registered model `name` built with `kwargs`; ConfigError for an unknown name or kwarg."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))} "
+                          f"(fix the model name, `arch`, in the config or checkpoint)")
+    try:
+        return MODELS[name](**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model {name!r} cannot be built with {kwargs}: {exc} "
+                          f"(fix its kwargs in the config)") from exc
+
+
+def count_parameters(model) -> int:
+    """Number of trainable parameters (what the paper's model sizes count)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+__all__ = ["MODELS", "PAPER_KWARGS", "PAPER_ARCH", "TINY_KWARGS", "build_model",
+           "count_parameters", "XUMX", "UNet", "Demucs"]

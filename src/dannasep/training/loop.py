@@ -65,17 +65,13 @@ def _scheduler(optimizer, sched_cfg: dict):
     return None
 
 
-def _append_csv(path: Path, row: dict) -> None:
-    """Rewrite the whole CSV atomically, so a reader never sees a half row."""
-    rows = []
-    if path.is_file():
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    rows.append({k: row[k] for k in row})
+def _write_curve(path: Path, history: list[dict]) -> None:
+    """Write the whole training curve atomically from the history kept in the resume state."""
+    fields = list(dict.fromkeys(k for row in history for k in row))
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(row))
+        writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(history)
 
 
 def _init_weights(model, system_cfg: dict, pretrained: str | None) -> None:
@@ -239,7 +235,7 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
                 scheduler.step(scores["avg"] if math.isfinite(scores["avg"]) else -1e9)
         if info.is_main:
             history.append(row)
-            _append_csv(curve_csv, row)
+            _write_curve(curve_csv, history)
         if scheduler is not None and not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step()
         if epoch_done:

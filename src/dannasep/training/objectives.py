@@ -1,0 +1,41 @@
+"""Map a system's configured loss name to the loss of one batch (see dannasep.losses)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..losses import l1_waveform_loss, tf_model_loss
+
+# loss name -> (complex MSE, differentiable MWF iterations) for TF models
+TF_LOSSES = {
+    "multidomain": (False, 0),              # X-scheme baseline: magnitude MSE + 10 (1 + wSDR)
+    "multidomain_complex_mwf": (True, 1),   # Danna-Sep X-UMX: complex MSE after one MWF iteration
+    "multidomain_complex": (True, 0),       # Danna-Sep U-Net: the same without MWF
+}
+
+
+class _Forward:
+    """The wrapped (e.g. DDP) module's forward with the core model's attributes (n_fft, domain)."""
+
+    def __init__(self, wrapped: torch.nn.Module, core: torch.nn.Module):
+        self._wrapped, self._core = wrapped, core
+
+    def __call__(self, *args, **kwargs):
+        return self._wrapped(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._core, name)
+
+
+def compute_loss(loss_name: str, model: torch.nn.Module, core: torch.nn.Module, mix: torch.Tensor,
+                 targets: torch.Tensor) -> torch.Tensor:
+    """Scalar loss of `model` on `mix [batch, channels, samples]` vs `targets [batch, 4, channels, samples]`.
+
+    `model` is what to call (possibly a DDP wrapper), `core` the bare model with its attributes.
+    """
+    forward = model if model is core else _Forward(model, core)
+    if loss_name == "l1":
+        est = forward(mix)
+        return l1_waveform_loss(est.float(), targets[..., : est.shape[-1]])
+    complex_mse, iterations = TF_LOSSES[loss_name]
+    return tf_model_loss(forward, mix, targets, complex_mse=complex_mse, wiener_iterations=iterations).total.float()

@@ -1,0 +1,58 @@
+"""Config validation: defaults filled, typos named, both shipped configs valid."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dannasep.config import load_config, validate_config
+from dannasep.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
+def test_shipped_configs_are_valid(name):
+    cfg = load_config(ROOT / "config" / name)
+    assert cfg["dataset"]["kind"] in ("synthetic", "musdb18hq")
+    assert set(cfg["models"]) == {"xumx_baseline", "xumx", "unet", "demucs_baseline", "demucs"}
+
+
+def test_defaults_are_filled_from_the_schema():
+    cfg = validate_config({})
+    assert cfg["dataset"]["musdb18hq"]["md5"] == "12d4f2ecd55245a4688754dd76363103"
+    assert cfg["dataset"]["musdb18hq"]["size"] == 22656664047
+    assert cfg["data"]["gain_min"] == 0.25 and cfg["data"]["gain_max"] == 1.25
+
+
+def test_system_defaults_fill_nested_training_settings():
+    cfg = validate_config({"models": {"demucs": {"arch": "demucs", "loss": "l1"}}})
+    assert cfg["models"]["demucs"]["train"]["accumulation"] == 1
+    assert cfg["models"]["demucs"]["separate"]["wiener_iterations"] == 1
+
+
+def test_a_typo_is_named_with_a_suggestion(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"modles": {}, "dataset": {"kind": "synthetic"}}))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert str(path) in msg and "'modles'" in msg and "did you mean 'models'" in msg
+
+
+def test_nested_typo_and_bad_value_are_named():
+    with pytest.raises(ConfigError, match=r"'segment_secs' at data \(did you mean 'segment_seconds'"):
+        validate_config({"data": {"segment_secs": 3}})
+    with pytest.raises(ConfigError, match="dataset.kind"):
+        validate_config({"dataset": {"kind": "musdb19"}})
+    with pytest.raises(ConfigError, match="models.unet.train.lr"):
+        validate_config({"models": {"unet": {"arch": "unet", "loss": "l1", "train": {"lr": -1}}}})
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("dataset: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)

@@ -1,0 +1,53 @@
+"""The install surface: pins agree, the CLI answers, the README's commands exist."""
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pyproject_pins():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    return dict(d.split("==") for d in deps)
+
+
+def test_every_dependency_is_pinned_exactly():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*", d) for d in deps), deps
+    assert _pyproject_pins()["torch"] == "2.13.0"
+
+
+def test_environment_yml_names_the_same_pins():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    env_pins = dict(p.split("==") for p in pip_section if "==" in p)
+    assert env_pins == _pyproject_pins()
+
+
+def test_constraints_hold_torch():
+    lines = [l for l in (ROOT / "constraints.txt").read_text().splitlines() if l and not l.startswith("#")]
+    assert "torch==2.13.0" in lines
+    assert not any("+cpu" in l for l in lines)
+
+
+def test_cli_help_lists_every_step():
+    out = subprocess.run([sys.executable, "-m", "dannasep", "--help"], capture_output=True, text=True, check=True)
+    from dannasep.cli import COMMANDS
+
+    for name in COMMANDS:
+        assert name in out.stdout
+        sub = subprocess.run([sys.executable, "-m", "dannasep", name, "--help"], capture_output=True, text=True)
+        assert sub.returncode == 0, sub.stderr
+        assert "usage: dannasep " + name in sub.stdout
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme and "make run" in readme
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert [l for l in ci.splitlines() if l.strip() and not l.startswith(("#", "set ", "cd "))] == ["make test"]
