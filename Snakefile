@@ -12,9 +12,15 @@ configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/separate.smk"
+include: "workflow/rules/blend.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:
     default_target: True
     input:
         DATASET_MANIFEST,
+        [checkpoint_pointer(s) for s in SYSTEMS],
+        [score_file(s, EVAL_FOLDER, t) for s in ALL_SYSTEMS for t in EVAL_TRACKS],

@@ -68,7 +68,7 @@ def test_unet_last_frame_of_a_full_length_input_is_padded_like_the_authors():
 
 
 @pytest.mark.parametrize("name", ["demucs", "demucs_baseline"])
-@pytest.mark.parametrize("length", [1000, 4097, 11025])
+@pytest.mark.parametrize("length", [1, 1000, 4097, 11025])
 def test_demucs_any_length(name, length):
     model = tiny(name).eval()
     assert model.domain == "t"

@@ -65,3 +65,56 @@ SINGLE_MODELS = SYSTEMS
 
 def checkpoint_pointer(system):
     return f"results/checkpoints/{system}.json"
+
+
+# Track lists are known before the data exists: the real dataset has the official names, and
+# the synthetic one takes the first N of them (see dannasep.data.synth).
+from dannasep.constants import SOURCES
+from dannasep.data.tracks import TEST_TRACKS, VALID_TRACKS
+
+
+def _tracks(names, synthetic_count, limit):
+    ds = config["dataset"]
+    names = list(names[:synthetic_count] if ds["kind"] == "synthetic" else names)
+    return names[:limit] if limit else names
+
+
+EVAL_FOLDER = "test" if config["evaluation"]["subset"] == "test" else "train"
+EVAL_TRACKS = _tracks(
+    TEST_TRACKS if EVAL_FOLDER == "test" else VALID_TRACKS,
+    config["dataset"]["synthetic"]["test_tracks" if EVAL_FOLDER == "test" else "valid_tracks"],
+    config["evaluation"]["tracks"],
+)
+BLEND_FOLDER = "test" if config["blend"]["subset"] == "test" else "train"
+BLEND_TRACKS = _tracks(
+    TEST_TRACKS if BLEND_FOLDER == "test" else VALID_TRACKS,
+    config["dataset"]["synthetic"]["test_tracks" if BLEND_FOLDER == "test" else "valid_tracks"],
+    config["blend"]["tracks"],
+)
+BLEND_MODELS = [m for m in config["blend"]["models"] if m in SYSTEMS]
+BLENDED_SYSTEMS = ["dannasep", "dannasep_paper_weights"] if len(BLEND_MODELS) == len(config["blend"]["models"]) else []
+ALL_SYSTEMS = SYSTEMS + BLENDED_SYSTEMS
+
+
+def separation_dir(system, folder, track):
+    return f"results/separations/{system}/{folder}/{track}"
+
+
+def separation_files(system, folder, track):
+    d = separation_dir(system, folder, track)
+    return [f"{d}/{s}.wav" for s in SOURCES] + [f"{d}/provenance.json"]
+
+
+def score_file(system, folder, track):
+    return f"results/scores/{system}/{folder}/{track}.json"
+
+
+def quoted(items):
+    import shlex
+
+    return " ".join(shlex.quote(str(i)) for i in items)
+
+
+wildcard_constraints:
+    folder="train|test",
+    track="[^/]+",

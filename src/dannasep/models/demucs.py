@@ -191,7 +191,9 @@ class Demucs(nn.Module):
         x, mean, std = mix, 0.0, 1.0
         if self.normalize:
             mono = mix.mean(1, keepdim=True)
-            mean, std = mono.mean(-1, keepdim=True), mono.std(-1, keepdim=True) + 1e-5
+            mean = mono.mean(-1, keepdim=True)
+            # (a 1-sample input, e.g. a chunk's tail, has no sample std: treat it as 0)
+            std = (mono.std(-1, keepdim=True) if length > 1 else torch.zeros_like(mean)) + 1e-5
             x = (x - mean) / std
         delta = self.valid_length(length) - length
         x = F.pad(x, (delta // 2, delta - delta // 2) if self.decoders == "single" else (0, delta))

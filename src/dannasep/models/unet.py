@@ -121,10 +121,11 @@ class LocalAttention2d(nn.Module):
 class UNet(nn.Module):
     """U-Net of D3 blocks with a local-attention bottleneck, predicting sigmoid masks.
 
-    Input bins beyond `max_bin` are cut; the decoder yields 2 * (max_bin // 2) - 1 bins, and the
-    bins above those (and the last frame) get the constant mask 0.25, as in the authors' model.
-    Frame counts that are not a multiple of 2^levels are zero-padded inside and trimmed back (the
-    authors trained on 512 frames, where this changes nothing).
+    Input bins beyond `max_bin` are cut; the decoder yields 2 * (max_bin // 2) - 1 bins and
+    2 * (frames // 2) - 1 frames, and the mask is padded to the input size with the constant
+    `pad_mask` (0.25), as in the authors' model. Frame counts that are not a multiple of 2^levels
+    are zero-padded inside and trimmed back, so only inputs of a multiple of 2^levels frames (the
+    authors trained on 512) get the constant on their last frame.
     """
 
     domain = "tf"
@@ -146,6 +147,8 @@ class UNet(nn.Module):
         self.nb_bins = n_fft // 2 + 1
         self.max_bin, self.nb_channels, self.levels = max_bin, nb_channels, levels
         self.pad_mask = pad_mask
+        if not 0 < max_bin <= self.nb_bins:
+            raise ValueError(f"max_bin must be in 1..{self.nb_bins}, got {max_bin}")
         if max_bin >> levels < 1:
             raise ValueError(f"max_bin {max_bin} is too small for {levels} levels of 2x pooling")
 

@@ -107,7 +107,11 @@ def load_official_xumx(path_or_dict: str | Path | dict[str, Any]) -> XUMX:
     if package.get("model_name", "XUMX") != "XUMX":
         raise DataError(f"{where}: model_name is {package['model_name']!r}, not 'XUMX'; {FIX}")
 
-    model = XUMX(**xumx_kwargs(package["model_args"], where))
+    kwargs = xumx_kwargs(package["model_args"], where)
+    try:
+        model = XUMX(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{where}: model_args {kwargs} do not describe an X-UMX ({exc}); {FIX}") from exc
     new_state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     expected = official_key_map(model)
     unexpected, mismatched = [], []

@@ -1,0 +1,28 @@
+# Separation: one job per system and track, full tracks in overlapping chunks (bounded memory),
+# one MWF iteration for the spectrogram models, no shift trick for Demucs by default.
+
+
+rule separate:
+    input:
+        pointer="results/checkpoints/{system}.json",
+        manifest=DATASET_MANIFEST,
+    output:
+        separation_files("{system}", "{folder}", "{track}"),
+    wildcard_constraints:
+        system="|".join(SYSTEMS) or "none",
+    params:
+        mixture=lambda w: f"{DATASET_ROOT}/{w.folder}/{w.track}/mixture.wav",
+        out_dir=lambda w: separation_dir(w.system, w.folder, w.track),
+        settings=lambda w: config["models"][w.system]["separate"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        f"{LOGS}/separate/{{system}}/{{folder}}/{{track}}.log",
+    benchmark:
+        f"{BENCH}/separate/{{system}}/{{folder}}/{{track}}.tsv"
+    shell:
+        "dannasep separate --checkpoint {input.pointer} --mixture {params.mixture:q}"
+        " --out-dir {params.out_dir:q} --config {EFFECTIVE_CONFIG} --system {wildcards.system}"
+        " --threads {threads} > {log:q} 2>&1"
