@@ -189,7 +189,7 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
             sync_ctx = model.no_sync() if info.enabled and not boundary else contextlib.nullcontext()
             with sync_ctx:
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    loss = compute_loss(system_cfg["loss"], model, core, mix, targets)
+                    loss = compute_loss(system_cfg["loss"], model, core, mix, targets, tcfg["loss_precision"])
                 scaled = loss / accum
                 (scaler.scale(scaled) if scaler else scaled).backward()
             if not math.isfinite(loss.item()):

@@ -28,7 +28,7 @@ class _Forward:
 
 
 def compute_loss(loss_name: str, model: torch.nn.Module, core: torch.nn.Module, mix: torch.Tensor,
-                 targets: torch.Tensor) -> torch.Tensor:
+                 targets: torch.Tensor, precision: str = "float64") -> torch.Tensor:
     """Scalar loss of `model` on `mix [batch, channels, samples]` vs `targets [batch, 4, channels, samples]`.
 
     `model` is what to call (possibly a DDP wrapper), `core` the bare model with its attributes.
@@ -38,4 +38,5 @@ def compute_loss(loss_name: str, model: torch.nn.Module, core: torch.nn.Module, 
         est = forward(mix)
         return l1_waveform_loss(est.float(), targets[..., : est.shape[-1]])
     complex_mse, iterations = TF_LOSSES[loss_name]
-    return tf_model_loss(forward, mix, targets, complex_mse=complex_mse, wiener_iterations=iterations).total.float()
+    return tf_model_loss(forward, mix, targets, complex_mse=complex_mse, wiener_iterations=iterations,
+                         wiener_dtype=getattr(torch, precision)).total.float()

@@ -15,10 +15,16 @@ from ..checkpoint import torch_save_atomic
 log = logging.getLogger(__name__)
 
 
+# Settings that do not change what is learned: a resume state survives their change.
+NEUTRAL_TRAIN_KEYS = {"checkpoint_every", "valid_every", "valid_tracks", "threads", "runtime_min", "mem_mb"}
+
+
 def config_fingerprint(system_cfg: dict, data_cfg: dict) -> str:
     """A hash of the settings that shape training; a resume state from other settings is stale."""
     keep = {k: v for k, v in system_cfg.items() if k != "separate"}
-    text = json.dumps({"system": keep, "data": data_cfg}, sort_keys=True, default=str)
+    keep["train"] = {k: v for k, v in system_cfg.get("train", {}).items() if k not in NEUTRAL_TRAIN_KEYS}
+    data = {k: v for k, v in data_cfg.items() if k != "num_workers"}
+    text = json.dumps({"system": keep, "data": data}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
