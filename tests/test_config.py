@@ -56,3 +56,21 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("dataset: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_paper_config_builds_the_paper_models():
+    import torch
+
+    from dannasep.models import PAPER_KWARGS, build_model
+
+    cfg = load_config(ROOT / "config" / "paper.yaml")
+    expect = {"xumx_baseline": "xumx", "xumx": "xumx", "unet": "unet", "demucs": "demucs",
+              "demucs_baseline": "demucs_baseline_64"}
+    for system, paper_key in expect.items():
+        model_cfg = cfg["models"][system]
+        with torch.device("meta"):  # no memory for 265 M parameters
+            ours = build_model(model_cfg["arch"], **model_cfg["kwargs"]).kwargs
+            paper = build_model(model_cfg["arch"], **PAPER_KWARGS[paper_key]).kwargs
+        assert ours == paper, system
+    assert cfg["models"]["xumx"]["init"] == "official_xumx"
+    assert cfg["models"]["unet"]["train"]["gpus"] == 4 and cfg["models"]["unet"]["train"]["sync_batchnorm"]

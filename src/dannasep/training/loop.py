@@ -82,6 +82,9 @@ def _init_weights(model, system_cfg: dict, pretrained: str | None) -> None:
     from ..models.xumx_import import load_official_xumx
 
     official = load_official_xumx(pretrained)
+    if official.kwargs != model.kwargs:
+        raise ConfigError(f"{pretrained}: the official X-UMX has kwargs {official.kwargs}, the configured model "
+                          f"{model.kwargs}; use the paper's X-UMX kwargs with init: official_xumx")
     model.load_state_dict(official.state_dict())
     log.info("initialised from the official X-UMX weights %s", pretrained)
 
