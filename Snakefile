@@ -16,6 +16,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/separate.smk"
 include: "workflow/rules/blend.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/provenance.smk"
 
 
 rule all:
@@ -24,3 +25,4 @@ rule all:
         DATASET_MANIFEST,
         [checkpoint_pointer(s) for s in SYSTEMS],
         [score_file(s, EVAL_FOLDER, t) for s in ALL_SYSTEMS for t in EVAL_TRACKS],
+        "results/provenance.json",

@@ -51,3 +51,10 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in readme and "make run" in readme
     ci = (ROOT / ".ci" / "run").read_text()
     assert [l for l in ci.splitlines() if l.strip() and not l.startswith(("#", "set ", "cd "))] == ["make test"]
+
+
+def test_rule_conda_env_names_the_same_pins():
+    env = yaml.safe_load((ROOT / "workflow" / "envs" / "dannasep.yaml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert dict(p.split("==") for p in pip_section if "==" in p) == _pyproject_pins()
+    assert "-e ../.." in pip_section  # this repository, relative to workflow/envs/

@@ -26,10 +26,25 @@ def read_wav(path: str | os.PathLike, expected_sr: int | None = None) -> tuple[n
     return audio, sr
 
 
+_SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile command (sndfile.h)
+
+
+def open_wav_writer(path: str | os.PathLike, sr: int, channels: int, subtype: str = "PCM_16") -> sf.SoundFile:
+    """A wav writer whose bytes depend only on the audio.
+
+    libsndfile adds a PEAK chunk with a timestamp to float wavs; it is switched off so the same
+    estimates always hash the same (provenance, DVC de-duplication).
+    """
+    handle = sf.SoundFile(str(path), "w", sr, channels, subtype=subtype, format="WAV")
+    sf._snd.sf_command(handle._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)
+    return handle
+
+
 def write_wav(path: str | os.PathLike, audio: np.ndarray, sr: int, subtype: str = "PCM_16") -> None:
     """Write (samples, channels) audio atomically (temp file + rename)."""
     audio = np.asarray(audio)
     if audio.ndim == 1:
         audio = audio[:, None]
     with atomic_path(Path(path)) as tmp:
-        sf.write(str(tmp), audio, sr, subtype=subtype, format="WAV")
+        with open_wav_writer(tmp, sr, audio.shape[1], subtype) as handle:
+            handle.write(audio)

@@ -22,6 +22,10 @@ Weights file (YAML), a models x sources matrix:
     sources: [drums, bass, other, vocals]
     weights: {xumx: {drums: 0.2, ...}, unet: {...}, demucs: {...}}
     predicted_sdr: {drums: ..., ...}          # search output only
+
+`blend apply` writes provenance.json beside the blended estimates: the weights (file + sha256,
+or "paper"), and for each model the sha256 of the estimate files it read and of their
+provenance.json, so `dannasep audit` follows a blend back to every component's checkpoint.
 """
 
 from __future__ import annotations
@@ -365,17 +369,26 @@ def _run_search(args) -> int:
 
 def _run_apply(args) -> int:
     from .audio import write_wav
-    from .io import atomic_dir
+    from .io import atomic_dir, write_json
+    from .provenance_records import blend_record, estimates_record
 
     _require(args, ["weights", "tracks"])
     models, sources, weights = load_weights(args.weights)
     for track in args.tracks:
-        ests = {m: _LazyWavs(args.separations / m / args.subset / track, sources) for m in models}
+        folders = {m: args.separations / m / args.subset / track for m in models}
+        # hashed before they are read: only the files with a non-zero weight enter the blend
+        components = {m: estimates_record(folder, [f"{s}.wav" for s, w in zip(sources, row) if w != 0])
+                      for (m, folder), row in zip(folders.items(), weights)}
+        ests = {m: _LazyWavs(folder, sources) for m, folder in folders.items()}
         blended = blend_estimates(ests, weights, sources)
         # float WAV: the blend stays what the search scored (16-bit would requantise it)
         with atomic_dir(args.separations / args.system / args.subset / track) as tmp:
             for source, audio in blended.items():
                 write_wav(tmp / f"{source}.wav", audio, SAMPLE_RATE, subtype="FLOAT")
+            write_json(tmp / "provenance.json", blend_record(
+                system=args.system, subset=args.subset, track=track, weights=args.weights,
+                table=weights_table(weights, models, sources), components=components, written=tmp,
+                sources=sources))
         log.info("%s: blended %s into %s", track, ", ".join(models), args.system)
     return 0
 

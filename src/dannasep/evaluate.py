@@ -3,6 +3,8 @@
 References are a MUSDB18-HQ track folder of <source>.wav, or a compressed MUSDB18 `.stem.mp4`
 (read the way `musdb` reads it: stempeg + ffmpeg, 16-bit, streams 1-4 = drums, bass, other,
 vocals). Estimates are a folder of <source>.wav (results/separations/<system>/<subset>/<track>/).
+The JSON also gets a "provenance" entry (dannasep.provenance_records.score_record): the sha256 of every
+estimate and reference file as scored, of the estimates' provenance.json, mode, commit, versions.
 """
 
 from __future__ import annotations
@@ -84,21 +86,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=("full", "sdr"), default="full",
                         help="full: museval BSS Eval v4 (SDR SIR SAR ISR, slow); sdr: exact fast SDR only")
     parser.add_argument("--nsdr", action="store_true", help="also store each source's MDX nSDR")
+    parser.add_argument("--manifest", type=Path,
+                        help="dataset manifest JSON the references belong to (its hash is recorded)")
 
 
 def run(args: argparse.Namespace) -> int:
     from .io import write_json
     from .metrics import evaluate_track
+    from .provenance_records import score_record
 
     name = args.track or track_name_of(args.references)
     references = read_references(args.references)
     estimates = read_estimates(args.estimates)
+    # hashed right after reading: the provenance names the bytes that were scored
+    provenance = score_record(track=name, estimates=args.estimates, references=args.references,
+                              mode=args.mode, nsdr=args.nsdr, manifest=args.manifest)
     for s in SOURCES:
         if estimates[s].shape[1] != references[s].shape[1]:
             raise DataError(f"{args.estimates / (s + '.wav')}: {estimates[s].shape[1]} channels, "
                             f"reference has {references[s].shape[1]}; write it in stereo")
     started = time.perf_counter()
     scores = evaluate_track(references, estimates, mode=args.mode, track_name=name, with_nsdr=args.nsdr)
+    # an extra top-level key: museval's loaders (json2df) read only "targets"
+    scores["provenance"] = provenance
     write_json(args.out, scores)
     log.info("%s (%s, %.1f s): median SDR %s", name, args.mode, time.perf_counter() - started,
              {t["name"]: _median_sdr(t) for t in scores["targets"]})

@@ -153,8 +153,9 @@ class _AtomicWriters:
     def __init__(self, out_dir: Path, sources, channels: int):
         self.targets = [out_dir / f"{s}.wav" for s in sources]
         self.temps = [out_dir / f".{s}.wav.tmp.wav" for s in sources]
-        self.files = [sf.SoundFile(str(t), "w", SAMPLE_RATE, channels, subtype="FLOAT", format="WAV")
-                      for t in self.temps]
+        from .audio import open_wav_writer
+
+        self.files = [open_wav_writer(t, SAMPLE_RATE, channels, subtype="FLOAT") for t in self.temps]
 
     def __enter__(self):
         return self

@@ -16,26 +16,31 @@ rule blend_search:
         tracks=quoted(BLEND_TRACKS),
         step=config["blend"]["step"],
         references=DATASET_ROOT,
+        folder=BLEND_FOLDER,
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/blend/search.log",
     benchmark:
         f"{BENCH}/blend/search.tsv"
     shell:
         "dannasep blend search --models {params.models} --separations results/separations"
-        " --references {params.references:q} --subset {BLEND_FOLDER} --tracks {params.tracks}"
+        " --references {params.references:q} --subset {params.folder} --tracks {params.tracks}"
         " --step {params.step} --out {output.weights} --grid-out {output.grid} > {log} 2>&1"
 
 
 rule blend_apply:
     input:
-        estimates=lambda w: [separation_files(m, w.folder, w.track) for m in BLEND_MODELS],
+        estimates=lambda w: [f for m in BLEND_MODELS for f in separation_files(m, w.folder, w.track)],
         weights=lambda w: "results/blend/weights.yaml" if w.blend == "dannasep" else [],
     output:
-        [f"results/separations/{{blend}}/{{folder}}/{{track}}/{s}.wav" for s in SOURCES],
+        separation_files("{blend}", "{folder}", "{track}"),
     wildcard_constraints:
         blend="dannasep|dannasep_paper_weights",
     params:
         weights=lambda w: "results/blend/weights.yaml" if w.blend == "dannasep" else "paper",
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/blend/apply/{{blend}}/{{folder}}/{{track}}.log",
     shell:

@@ -14,6 +14,7 @@ config.clear()
 config.update(_validated)
 
 LOGS = "logs"
+CONDA_ENV = "../envs/dannasep.yaml"  # relative to workflow/rules/
 BENCH = "results/benchmarks"
 
 
@@ -42,18 +43,17 @@ DATASET_MANIFEST = "results/data/manifest.json"
 
 
 def _effective_config_file():
-    """The validated config (with --config overrides) as a file the CLI steps read.
+    """The validated config (with --configfile/--config overrides) as a file the CLI steps read.
 
-    Content-addressed, so concurrent invocations never race and a rule's command text stays the
-    same (Snakemake's rerun triggers look at params, which carry the settings that matter).
+    A fixed path (so a rule's params do not change with unrelated settings; the settings that
+    matter to a rule are its own params), rewritten atomically only when its content changes.
     """
-    import hashlib
     import yaml
     from dannasep.io import write_text
 
     text = yaml.safe_dump(config, sort_keys=True)
-    path = Path(".snakemake/dannasep") / f"config-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
-    if not path.is_file():
+    path = Path(".snakemake/dannasep/config.yaml")
+    if not path.is_file() or path.read_text() != text:
         write_text(path, text)
     return str(path)
 
@@ -107,6 +107,13 @@ def separation_files(system, folder, track):
 
 def score_file(system, folder, track):
     return f"results/scores/{system}/{folder}/{track}.json"
+
+
+def eval_references(w):
+    """Reference stems of a scored track: the dataset folder, or the compressed MUSDB18 file."""
+    if config["evaluation"]["use_musdb18"]:
+        return f"{config['dataset']['musdb18_path']}/{w.folder}/{w.track}.stem.mp4"
+    return f"{DATASET_ROOT}/{w.folder}/{w.track}"
 
 
 def quoted(items):

@@ -8,6 +8,8 @@ if config["dataset"]["kind"] == "synthetic":
             directory(config["dataset"]["root"]),
         params:
             s=config["dataset"]["synthetic"],
+        conda:
+            CONDA_ENV
         log:
             f"{LOGS}/data/synth_dataset.log",
         benchmark:
@@ -24,6 +26,8 @@ elif dataset_is_produced():
             directory(config["dataset"]["root"]),
         params:
             m=config["dataset"]["musdb18hq"],
+        conda:
+            CONDA_ENV
         log:
             f"{LOGS}/data/fetch_musdb18hq.log",
         benchmark:
@@ -35,16 +39,18 @@ elif dataset_is_produced():
 
 rule validate_dataset:
     input:
-        DATASET_ROOT if dataset_is_produced() else [],
+        # produced by synth_dataset / fetch_musdb18hq, or the user's existing copy
+        root=DATASET_ROOT,
     output:
         DATASET_MANIFEST,
     params:
-        root=DATASET_ROOT,
         full="--full" if config["dataset"]["kind"] == "musdb18hq" else "",
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/data/validate_dataset.log",
     shell:
-        "dannasep validate {params.root} --manifest {output} {params.full} > {log} 2>&1"
+        "dannasep validate {input.root:q} --manifest {output} {params.full} > {log} 2>&1"
 
 
 rule fetch_xumx_weights:
@@ -60,6 +66,8 @@ rule fetch_xumx_weights:
             if config["pretrained"]["xumx"]["sha256"]
             else ""
         ),
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/data/fetch_xumx_weights.log",
     shell:

@@ -2,31 +2,28 @@
 # (identical SDR, milliseconds instead of minutes) when evaluation.mode is "sdr".
 
 
-def _references(w):
-    if config["evaluation"]["use_musdb18"]:
-        return f"{config['dataset']['musdb18_path']}/{w.folder}/{w.track}.stem.mp4"
-    return f"{DATASET_ROOT}/{w.folder}/{w.track}"
-
-
 rule evaluate:
     input:
-        estimates=lambda w: [f"{separation_dir(w.system, w.folder, w.track)}/{s}.wav" for s in SOURCES],
+        estimates=lambda w: separation_files(w.system, w.folder, w.track),
         manifest=DATASET_MANIFEST,
     output:
         score_file("{system}", "{folder}", "{track}"),
     params:
         estimates=lambda w: separation_dir(w.system, w.folder, w.track),
-        references=_references,
+        references=eval_references,
         mode=config["evaluation"]["mode"],
         nsdr="--nsdr" if config["evaluation"]["nsdr"] else "",
     threads: 1
     resources:
         mem_mb=4000,
         runtime=120,
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/evaluate/{{system}}/{{folder}}/{{track}}.log",
     benchmark:
         f"{BENCH}/evaluate/{{system}}/{{folder}}/{{track}}.tsv"
     shell:
         "dannasep evaluate --estimates {params.estimates:q} --references {params.references:q}"
-        " --track {wildcards.track:q} --out {output:q} --mode {params.mode} {params.nsdr} > {log:q} 2>&1"
+        " --track {wildcards.track:q} --out {output:q} --mode {params.mode} {params.nsdr}"
+        " --manifest {input.manifest} > {log:q} 2>&1"

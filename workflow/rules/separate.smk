@@ -11,6 +11,7 @@ rule separate:
     wildcard_constraints:
         system="|".join(SYSTEMS) or "none",
     params:
+        config_file=EFFECTIVE_CONFIG,
         mixture=lambda w: f"{DATASET_ROOT}/{w.folder}/{w.track}/mixture.wav",
         out_dir=lambda w: separation_dir(w.system, w.folder, w.track),
         settings=lambda w: config["models"][w.system]["separate"],
@@ -18,11 +19,13 @@ rule separate:
     resources:
         mem_mb=4000,
         runtime=60,
+    conda:
+        CONDA_ENV
     log:
         f"{LOGS}/separate/{{system}}/{{folder}}/{{track}}.log",
     benchmark:
         f"{BENCH}/separate/{{system}}/{{folder}}/{{track}}.tsv"
     shell:
         "dannasep separate --checkpoint {input.pointer} --mixture {params.mixture:q}"
-        " --out-dir {params.out_dir:q} --config {EFFECTIVE_CONFIG} --system {wildcards.system}"
+        " --out-dir {params.out_dir:q} --config {params.config_file} --system {wildcards.system}"
         " --threads {threads} > {log:q} 2>&1"

@@ -5,10 +5,32 @@
 
 
 def _train_resources(system):
+    """Generic resources; the SLURM profile (slurm/config.yaml) maps them to sbatch options."""
     t = config["models"][system]["train"]
-    return {"gpu": t["gpus"], "mem_mb": t["mem_mb"], "runtime": t["runtime_min"],
-            # one SLURM task per GPU: DDP through srun
-            "tasks": max(1, t["gpus"])}
+    resources = {"gpu": t["gpus"], "mem_mb": t["mem_mb"], "runtime": t["runtime_min"]}
+    if t["gpus"] > 1:
+        # One SLURM job with one task per GPU: the executor plugin submits
+        # --gpus=N --ntasks-per-gpu=1 --ntasks=N (without tasks_per_gpu it would use `tasks` as
+        # tasks *per GPU*), and `mpi` makes its job step run this rule's command as is, without
+        # its own `srun -n1` around it, so that _launcher's srun starts the N processes.
+        resources.update(tasks=t["gpus"], tasks_per_gpu=1, mpi="srun")
+    return resources
+
+
+def _launcher(system):
+    """Command prefix that starts one DDP process per GPU ("" for one process).
+
+    Inside a SLURM job: srun, one task per GPU (training/distributed.py reads SLURM_PROCID and
+    SLURM_NTASKS); srun needs --cpus-per-task given again (SLURM >= 22.05 does not pass sbatch's
+    on), and --kill-on-bad-exit ends the job when one rank dies instead of leaving the others
+    waiting. Elsewhere (a workstation with several GPUs): torchrun.
+    """
+    t = config["models"][system]["train"]
+    if t["gpus"] <= 1:
+        return ""
+    srun = f"srun --ntasks={t['gpus']} --cpus-per-task={t['threads']} --kill-on-bad-exit=1"
+    torchrun = f"torchrun --standalone --nproc-per-node={t['gpus']} --no-python"
+    return f'$(if [ -n "${{SLURM_JOB_ID:-}}" ]; then echo {srun}; else echo {torchrun}; fi) '
 
 
 for _system in SYSTEMS:
@@ -27,7 +49,9 @@ for _system in SYSTEMS:
             pointer=checkpoint_pointer(_system),
             curve=f"results/training/{_system}.csv",
         params:
+            config_file=EFFECTIVE_CONFIG,
             system=_system,
+            launch=_launcher(_system),
             settings=config["models"][_system],
             data=config["data"],
             root=DATASET_ROOT,
@@ -39,12 +63,14 @@ for _system in SYSTEMS:
         threads: config["models"][_system]["train"]["threads"]
         resources:
             **_train_resources(_system),
+        conda:
+            CONDA_ENV
         log:
             f"{LOGS}/train/{_system}.log",
         benchmark:
             f"{BENCH}/train/{_system}.tsv"
         shell:
-            "dannasep train --config {EFFECTIVE_CONFIG} --system {params.system} --root '{params.root}'"
+            "{params.launch}dannasep train --config {params.config_file} --system {params.system} --root '{params.root}'"
             " --manifest {input.manifest} --out-dir results/checkpoints/{params.system}"
             " --pointer {output.pointer} --curve {output.curve} {params.pretrained} --no-progress"
             " > {log} 2>&1"

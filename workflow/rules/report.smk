@@ -1,0 +1,92 @@
+# Report: the paper's tables (results, blend weights, model sizes; CSV, Markdown, LaTeX, HTML)
+# and figures (PNG, PDF) from the scores, blend weights and grid, checkpoint pointers and training
+# curves. The HTML tables and PNG figures are marked for `snakemake --report report.html`.
+# Paths of captions and of the workflow description are relative to this file.
+
+
+report: "../report/workflow.rst"
+
+
+REPORT_TABLES = "results/tables"
+REPORT_FIGURES = "results/figures"
+REPORT_METRICS = "results/metrics.json"
+# The blend exists only when every blend model is trained (see common.smk: BLENDED_SYSTEMS).
+REPORT_BLEND = {"weights": "results/blend/weights.yaml", "grid": "results/blend/grid.npz"} if BLENDED_SYSTEMS else {}
+
+
+# Snakemake's `report()` flag; a line starting with `report` would parse as the report: directive.
+_in_report = report
+
+
+def _report_table(name, caption, category, label):
+    """The HTML table for the report plus its CSV, Markdown and LaTeX siblings."""
+    return [
+        _in_report(f"{REPORT_TABLES}/{name}.html", caption=f"../report/{caption}.rst", category=category,
+                   subcategory="Tables", labels={"table": label}),
+        *[f"{REPORT_TABLES}/{name}.{ext}" for ext in ("csv", "md", "tex")],
+    ]
+
+
+def _report_figure(name, caption, category, label):
+    return [
+        _in_report(f"{REPORT_FIGURES}/{name}.png", caption=f"../report/{caption}.rst", category=category,
+                   subcategory="Figures", labels={"figure": label}),
+        f"{REPORT_FIGURES}/{name}.pdf",
+    ]
+
+
+_REPORT_COMMON_INPUT = dict(
+    scores=[score_file(s, EVAL_FOLDER, t) for s in ALL_SYSTEMS for t in EVAL_TRACKS],
+    pointers=[checkpoint_pointer(s) for s in SYSTEMS],
+    weights=REPORT_BLEND.get("weights", []),
+)
+# "none" when this run has no blend, so a weights file left by an earlier run is not shown
+_REPORT_COMMON_ARGS = (
+    "--scores results/scores --folder {params.folder} --tracks {params.tracks}"
+    " --weights {params.weights} --checkpoints results/checkpoints"
+)
+
+
+rule tables:
+    input:
+        **_REPORT_COMMON_INPUT,
+    output:
+        *_report_table("results", "results_table", "1. Separation results", "SDR: ours vs published"),
+        *_report_table("blend_weights", "blend_weights", "2. Blend", "blend weights"),
+        *_report_table("model_sizes", "model_sizes", "3. Models", "model sizes"),
+        metrics=REPORT_METRICS,
+    params:
+        folder=EVAL_FOLDER,
+        tracks=quoted(EVAL_TRACKS),
+        weights=lambda w, input: input.weights or "none",
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/report/tables.log",
+    shell:
+        f"dannasep report tables {_REPORT_COMMON_ARGS}"
+        f" --out-dir {REPORT_TABLES} --metrics {{output.metrics}} > {{log}} 2>&1"
+
+
+rule figures:
+    input:
+        **_REPORT_COMMON_INPUT,
+        grid=REPORT_BLEND.get("grid", []),
+        curves=[f"results/training/{s}.csv" for s in SYSTEMS],
+    output:
+        *_report_figure("sdr_per_source", "fig_sdr_per_source", "1. Separation results", "SDR per source"),
+        *_report_figure("sdr_per_track", "fig_sdr_per_track", "1. Separation results", "SDR per track"),
+        *_report_figure("blend_simplex", "fig_blend_simplex", "2. Blend", "blend SDR over the weights"),
+        *_report_figure("training_curves", "fig_training_curves", "4. Training", "training curves"),
+    params:
+        folder=EVAL_FOLDER,
+        tracks=quoted(EVAL_TRACKS),
+        weights=lambda w, input: input.weights or "none",
+        grid=lambda w, input: input.grid or "none",
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/report/figures.log",
+    shell:
+        f"dannasep report figures {_REPORT_COMMON_ARGS}"
+        f" --grid {{params.grid}} --curves results/training --out-dir {REPORT_FIGURES} > {{log}} 2>&1"
