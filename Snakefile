@@ -17,6 +17,7 @@ include: "workflow/rules/separate.smk"
 include: "workflow/rules/blend.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/provenance.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -26,3 +27,5 @@ rule all:
         [checkpoint_pointer(s) for s in SYSTEMS],
         [score_file(s, EVAL_FOLDER, t) for s in ALL_SYSTEMS for t in EVAL_TRACKS],
         "results/provenance.json",
+        rules.tables.output,
+        rules.figures.output,

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "separate": ("dannasep.separate", "separate one track with a trained system (chunked, bounded memory)"),
     "evaluate": ("dannasep.evaluate", "score a separated track with museval BSS Eval v4 or the exact fast SDR (museval JSON)"),
     "blend": ("dannasep.blend", "search blend weights exactly on a simplex grid, or apply them"),
+    "report": ("dannasep.report.cli", "the paper's tables and figures from the results (CSV, Markdown, LaTeX, HTML; PNG, PDF)"),
     "audit": ("dannasep.audit", "trace a table number to its checkpoint, config, data and commit; verify every hash"),
     "inspect": ("dannasep.inspect_checkpoint", "print what a checkpoint records (model, config, data, commit, scores)"),
 }

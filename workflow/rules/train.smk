@@ -5,32 +5,40 @@
 
 
 def _train_resources(system):
-    """Generic resources; the SLURM profile (slurm/config.yaml) maps them to sbatch options."""
+    """Generic resources; the SLURM profile (slurm/config.yaml) maps them to sbatch options.
+
+    On SLURM, training runs in a job step of its own, started by _launcher's srun, with the
+    job's Snakemake outside it: then SIGUSR1 (the profile's --signal=USR1@120, or preemption)
+    reaches only the trainer, which saves its state and requeues the job. The executor plugin
+    runs a job's command as is, without its own `srun -n1` around it, when the job has an `mpi`
+    resource; it checks the MPI task count only when `mpi` is truthy, so a one-process job says
+    mpi=0. tasks_per_gpu=1: --ntasks-per-gpu=1 (the plugin's default takes `tasks` per GPU).
+    """
     t = config["models"][system]["train"]
-    resources = {"gpu": t["gpus"], "mem_mb": t["mem_mb"], "runtime": t["runtime_min"]}
+    resources = {"gpu": t["gpus"], "mem_mb": t["mem_mb"], "runtime": t["runtime_min"], "tasks_per_gpu": 1}
     if t["gpus"] > 1:
-        # One SLURM job with one task per GPU: the executor plugin submits
-        # --gpus=N --ntasks-per-gpu=1 --ntasks=N (without tasks_per_gpu it would use `tasks` as
-        # tasks *per GPU*), and `mpi` makes its job step run this rule's command as is, without
-        # its own `srun -n1` around it, so that _launcher's srun starts the N processes.
-        resources.update(tasks=t["gpus"], tasks_per_gpu=1, mpi="srun")
+        # One job, one task per GPU: --gpus=N --ntasks-per-gpu=1 --ntasks=N.
+        resources.update(tasks=t["gpus"], mpi="srun")
+    else:
+        resources.update(mpi=0)
     return resources
 
 
 def _launcher(system):
-    """Command prefix that starts one DDP process per GPU ("" for one process).
+    """Command prefix that starts the training processes, one per GPU.
 
-    Inside a SLURM job: srun, one task per GPU (training/distributed.py reads SLURM_PROCID and
-    SLURM_NTASKS); srun needs --cpus-per-task given again (SLURM >= 22.05 does not pass sbatch's
-    on), and --kill-on-bad-exit ends the job when one rank dies instead of leaving the others
-    waiting. Elsewhere (a workstation with several GPUs): torchrun.
+    In a SLURM job's batch step (SLURM_JOB_ID set, no SLURM_STEP_ID): srun, one task per GPU
+    (training/distributed.py reads SLURM_PROCID and SLURM_NTASKS). srun is given
+    --cpus-per-task again (SLURM >= 22.05 does not pass sbatch's on), and --kill-on-bad-exit ends
+    the step when one rank dies instead of leaving the others waiting. Already inside a job step,
+    or outside SLURM: the command itself, or torchrun for several GPUs.
     """
     t = config["models"][system]["train"]
-    if t["gpus"] <= 1:
-        return ""
-    srun = f"srun --ntasks={t['gpus']} --cpus-per-task={t['threads']} --kill-on-bad-exit=1"
-    torchrun = f"torchrun --standalone --nproc-per-node={t['gpus']} --no-python"
-    return f'$(if [ -n "${{SLURM_JOB_ID:-}}" ]; then echo {srun}; else echo {torchrun}; fi) '
+    procs = max(1, t["gpus"])
+    srun = f"srun --ntasks={procs} --cpus-per-task={t['threads']} --kill-on-bad-exit=1"
+    local = f"torchrun --standalone --nproc-per-node={procs} --no-python" if procs > 1 else ""
+    return (f'$(if [ -n "${{SLURM_JOB_ID:-}}" ] && [ -z "${{SLURM_STEP_ID:-}}" ]; '
+            f"then echo {srun}; else echo {local}; fi) ")
 
 
 for _system in SYSTEMS:

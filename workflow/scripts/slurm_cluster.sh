@@ -33,7 +33,7 @@ usage() { die "usage: $0 start|stop STATE_DIR"; }
 ACTION=$1
 STATE=$(realpath -m "$2")
 
-ours() { [ -f "$1" ] && head -n 1 "$1" | grep -qxF "$MARKER"; }
+ours() { [ -f "$1" ] && head -n 1 "$1" | grep -qF "$MARKER"; }
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
