@@ -125,3 +125,25 @@ def quoted(items):
 wildcard_constraints:
     folder="train|test",
     track="[^/]+",
+
+
+# Report helpers (used by report.smk; caption paths are relative to workflow/rules/).
+# Snakemake's `report()` flag; a line starting with `report` would parse as the report: directive.
+_in_report = report
+
+
+def _report_table(name, caption, category, label):
+    """The HTML table for the report plus its CSV, Markdown and LaTeX siblings."""
+    return [
+        _in_report(f"results/tables/{name}.html", caption=f"../report/{caption}.rst", category=category,
+                   subcategory="Tables", labels={"table": label}),
+        *[f"results/tables/{name}.{ext}" for ext in ("csv", "md", "tex")],
+    ]
+
+
+def _report_figure(name, caption, category, label):
+    return [
+        _in_report(f"results/figures/{name}.png", caption=f"../report/{caption}.rst", category=category,
+                   subcategory="Figures", labels={"figure": label}),
+        f"results/figures/{name}.pdf",
+    ]

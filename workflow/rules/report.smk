@@ -14,27 +14,6 @@ REPORT_METRICS = "results/metrics.json"
 REPORT_BLEND = {"weights": "results/blend/weights.yaml", "grid": "results/blend/grid.npz"} if BLENDED_SYSTEMS else {}
 
 
-# Snakemake's `report()` flag; a line starting with `report` would parse as the report: directive.
-_in_report = report
-
-
-def _report_table(name, caption, category, label):
-    """The HTML table for the report plus its CSV, Markdown and LaTeX siblings."""
-    return [
-        _in_report(f"{REPORT_TABLES}/{name}.html", caption=f"../report/{caption}.rst", category=category,
-                   subcategory="Tables", labels={"table": label}),
-        *[f"{REPORT_TABLES}/{name}.{ext}" for ext in ("csv", "md", "tex")],
-    ]
-
-
-def _report_figure(name, caption, category, label):
-    return [
-        _in_report(f"{REPORT_FIGURES}/{name}.png", caption=f"../report/{caption}.rst", category=category,
-                   subcategory="Figures", labels={"figure": label}),
-        f"{REPORT_FIGURES}/{name}.pdf",
-    ]
-
-
 _REPORT_COMMON_INPUT = dict(
     scores=[score_file(s, EVAL_FOLDER, t) for s in ALL_SYSTEMS for t in EVAL_TRACKS],
     pointers=[checkpoint_pointer(s) for s in SYSTEMS],
