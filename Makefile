@@ -17,6 +17,8 @@ STAMP := $(VENV)/.installed
 run: setup
 	snakemake --cores $(CORES) --configfile config/config.yaml
 
+# slurm-wlm and munge: the tests start a real single-node SLURM cluster on localhost.
+test: SYSTEM_PACKAGES += slurm-wlm munge
 test: setup
 	pytest
 

@@ -42,23 +42,26 @@ DATASET_ROOT = dataset_root()
 DATASET_MANIFEST = "results/data/manifest.json"
 
 
-def _effective_config_file():
-    """The validated config (with --configfile/--config overrides) as a file the CLI steps read.
+def settings_file(sections):
+    """The config sections a step reads, as a content-addressed YAML file for its --config.
 
-    A fixed path (so a rule's params do not change with unrelated settings; the settings that
-    matter to a rule are its own params), rewritten atomically only when its content changes.
+    Named by the hash of its content, so a run with other settings (even a dry run) never
+    rewrites a file under a running job, and a rule's params change exactly when its own
+    settings do. The CLI validates it and fills the defaults of the other sections.
     """
+    import hashlib
     import yaml
     from dannasep.io import write_text
 
-    text = yaml.safe_dump(config, sort_keys=True)
-    path = Path(".snakemake/dannasep/config.yaml")
-    if not path.is_file() or path.read_text() != text:
+    text = yaml.safe_dump(sections, sort_keys=True)
+    path = Path(".snakemake/dannasep") / f"settings-{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+    if not path.is_file():
         write_text(path, text)
     return str(path)
 
 
-EFFECTIVE_CONFIG = _effective_config_file()
+def system_settings(system):
+    return settings_file({"models": {system: config["models"][system]}, "data": config["data"]})
 SYSTEMS = list(config["models"])
 SINGLE_MODELS = SYSTEMS
 

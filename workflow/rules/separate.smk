@@ -11,7 +11,7 @@ rule separate:
     wildcard_constraints:
         system="|".join(SYSTEMS) or "none",
     params:
-        config_file=EFFECTIVE_CONFIG,
+        config_file=lambda w: system_settings(w.system),
         mixture=lambda w: f"{DATASET_ROOT}/{w.folder}/{w.track}/mixture.wav",
         out_dir=lambda w: separation_dir(w.system, w.folder, w.track),
         settings=lambda w: config["models"][w.system]["separate"],

@@ -57,7 +57,7 @@ for _system in SYSTEMS:
             pointer=checkpoint_pointer(_system),
             curve=f"results/training/{_system}.csv",
         params:
-            config_file=EFFECTIVE_CONFIG,
+            config_file=system_settings(_system),
             system=_system,
             launch=_launcher(_system),
             settings=config["models"][_system],

@@ -50,8 +50,10 @@ class _Preemption:
 
 def _device(gpus: int, info: distributed.DistInfo) -> torch.device:
     if gpus > 0 and torch.cuda.is_available():
-        torch.cuda.set_device(info.local_rank)
-        return torch.device("cuda", info.local_rank)
+        # SLURM may show each task only its own GPU: index modulo the visible devices.
+        index = info.local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return torch.device("cpu")
 
 
@@ -145,7 +147,8 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
     fingerprint = config_fingerprint(system_cfg, data_cfg)
     state_path = out_dir / "last.pt"
     start_epoch, start_batch, step, history = 0, 0, 0, []
-    state = load_state(state_path, fingerprint)
+    state = load_state(state_path, fingerprint, set_aside=info.is_main)
+    distributed.barrier(info)
     if state is not None:
         core.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -216,9 +219,10 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
                     snapshot(epoch, batch_in_epoch)
                 if max_steps is not None and step >= max_steps:
                     finished = True
-            if preempt.signal is not None:
+            if distributed.any_flag(preempt.signal is not None, info):
                 snapshot(epoch, batch_in_epoch)
-                _requeue_or_exit(preempt.signal)
+                distributed.barrier(info)
+                _requeue_or_exit(preempt.signal or signal.SIGUSR1, requeue=info.is_main)
             if finished:
                 break
         bar.close()
@@ -266,10 +270,13 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
     return final
 
 
-def _requeue_or_exit(signum: int) -> None:
-    """On SLURM, requeue this job (it resumes from the state just saved); otherwise exit."""
+def _requeue_or_exit(signum: int, requeue: bool = True) -> None:
+    """On SLURM, requeue this job (it resumes from the state just saved); otherwise exit.
+
+    Under DDP only the main rank requeues, after every rank has seen the state saved.
+    """
     job = os.environ.get("SLURM_JOB_ID")
-    if job and signum == signal.SIGUSR1:
+    if job and requeue and signum == signal.SIGUSR1:
         log.warning("preemption signal: state saved, requeueing SLURM job %s", job)
         subprocess.run(["scontrol", "requeue", job], check=False)
     raise SystemExit(143)

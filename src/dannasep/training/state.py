@@ -47,19 +47,31 @@ def save_state(path: Path, *, model, optimizer, scheduler, scaler, ema, epoch: i
     }, path)
 
 
-def load_state(path: Path, fingerprint: str) -> dict | None:
-    """The resume state at `path` if it belongs to these settings; a stale one is set aside."""
+def load_state(path: Path, fingerprint: str, set_aside: bool = True) -> dict | None:
+    """The resume state at `path` if it belongs to these settings, else None.
+
+    An unreadable or stale state is renamed out of the way when `set_aside` (the main process
+    only, under DDP: every rank reads, one renames).
+    """
     if not path.is_file():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # a file damaged outside our atomic writes
         log.warning("%s: unreadable resume state (%s); starting from scratch", path, exc)
-        os.replace(path, path.with_suffix(".corrupt"))
+        _set_aside(path, ".corrupt", set_aside)
         return None
     if state.get("fingerprint") != fingerprint:
         log.warning("%s: resume state was written with other settings; starting from scratch "
                     "(kept as %s)", path, path.with_suffix(".stale"))
-        os.replace(path, path.with_suffix(".stale"))
+        _set_aside(path, ".stale", set_aside)
         return None
     return state
+
+
+def _set_aside(path: Path, suffix: str, enabled: bool) -> None:
+    if enabled:
+        try:
+            os.replace(path, path.with_suffix(suffix))
+        except FileNotFoundError:
+            pass
