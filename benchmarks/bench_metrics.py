@@ -231,7 +231,8 @@ def main(argv=None) -> int:
     parser.add_argument("--blend-seconds", type=float, default=240.0, help="track length for (b)")
     parser.add_argument("--tracks", type=int, default=MUSDB_TEST_TRACKS, help="tracks for (b)")
     parser.add_argument("--step", type=float, default=0.01, help="blend grid step")
-    parser.add_argument("--repeats", type=int, default=3, help="timings per fast measurement (best kept)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timings per fast measurement (the best is kept)")
     parser.add_argument("--no-io", action="store_true",
                         help="skip gram_stats over wav files (writes ~1.2 GB of temp files)")
     parser.add_argument("--museval-extrapolate", action="store_true",

@@ -7,7 +7,7 @@ subprocess builds the model (random weights: speed and memory do not depend on t
 25 % overlap, one Wiener iteration for the TF models) and reports:
 
 * throughput: seconds of audio separated per wall-clock second (model build excluded);
-* peak memory: the child's `ru_maxrss`, and its increment over the resident memory after
+* peak memory: the child's own high-water mark (VmHWM), and its increment over the resident memory after
   imports and model construction (what the separation itself adds).
 
 Goal: the 10-minute peak within 20 % of the 1-minute peak (memory bounded by the chunk, not the
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -69,10 +70,11 @@ def child(spec: dict) -> dict:
             "peak_rss_mib": max_rss_mib()}
 
 
-def run_child(spec: dict) -> dict:
-    """Run `child(spec)` in a fresh interpreter; its result is the last stdout line (JSON)."""
+def run_child(spec: dict, env: dict[str, str]) -> dict:
+    """Run `child(spec)` in a fresh interpreter with `env` added to the environment; its result
+    is the last stdout line (JSON)."""
     done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env={**os.environ, **env})
     if done.returncode != 0:
         raise RuntimeError(f"child failed ({done.returncode}) for {spec['model']} "
                            f"{spec['mixture']}:\n{done.stderr[-4000:]}")
@@ -84,11 +86,20 @@ def run_child(spec: dict) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 def write_mixtures(folder: Path, minutes: list[float], seed: int) -> dict[float, Path]:
-    """One synthetic mixture of the longest length, cut to each length: {minutes: wav path}."""
+    """One synthetic mixture of the longest length, cut to each length: {minutes: wav path}.
+
+    Made of one-minute synthetic songs end to end (one long song would take gigabytes to
+    synthesise).
+    """
+    import numpy as np
+
     from dannasep.audio import write_wav
     from dannasep.constants import SAMPLE_RATE
+    from dannasep.data.tracks import TEST_TRACKS
 
-    mixture = synthetic_stems(max(minutes) * 60, seed=seed)["mixture"]
+    pieces = [synthetic_stems(60.0, seed=seed, name=TEST_TRACKS[i % len(TEST_TRACKS)])["mixture"]
+              for i in range(int(np.ceil(max(minutes))))]
+    mixture = np.concatenate(pieces)
     paths = {}
     for length in sorted(set(minutes)):
         paths[length] = folder / f"mixture_{length:g}min.wav"
@@ -109,7 +120,7 @@ def model_rows(name: str, kwargs: dict, mixtures: dict[float, Path], whole: list
                 "out_dir": str(out_dir / f"{name}_{minutes:g}"), "separate": separate,
                 "threads": args.threads, "device": args.device, "seed": args.seed}
         print(f"{name}: {mode}, {minutes:g} min ...", flush=True)
-        row = {"model": name, "mode": mode, "minutes": minutes, **run_child(spec)}
+        row = {"model": name, "mode": mode, "minutes": minutes, **run_child(spec, args.env)}
         row["audio_s_per_s"] = minutes * 60 / row["separate_s"]
         row["increment_mib"] = row["peak_rss_mib"] - row["setup_rss_mib"]
         rows.append(row)
@@ -146,7 +157,8 @@ def markdown(result: dict) -> str:
              f"{sep['wiener_iterations']} Wiener iteration(s) for the TF models; one fresh process "
              "a run. Setup RSS: resident memory after imports and model construction; increment: "
              "peak minus setup (what the separation adds). 'whole track': the reference, one "
-             "chunk covering the track.", ""]
+             "chunk covering the track."
+             + (f" Child environment: {result['env']}." if result["env"] else ""), ""]
     lines += markdown_table(headers, rows, [False, False] + [True] * 6)
     lines += [""] + markdown_table(
         ["model", "lengths", "peak ratio", "increment ratio", f"peak within {GOAL_RATIO - 1:.0%}"],
@@ -168,6 +180,10 @@ def main(argv=None) -> int:
     parser.add_argument("--overlap", type=float, default=SEPARATE_DEFAULTS["overlap"])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the CLI's default: 1)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--env", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="environment of the separation processes, e.g. "
+                             "MALLOC_MMAP_THRESHOLD_=131072 (glibc's allocator)")
+    parser.add_argument("--tag", help="suffix of the output file names")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -177,6 +193,9 @@ def main(argv=None) -> int:
         return 0
     if min(args.minutes) <= 0 or not set(args.whole_minutes) <= set(args.minutes):
         parser.error("--minutes must be positive and --whole-minutes a subset of them")
+    if not all("=" in item for item in args.env):
+        parser.error("--env takes KEY=VALUE items")
+    args.env = dict(item.split("=", 1) for item in args.env)
 
     from dannasep.models import PAPER_KWARGS, TINY_KWARGS
 
@@ -189,14 +208,15 @@ def main(argv=None) -> int:
         for name in args.models:
             rows += model_rows(name, kwargs[name], mixtures, args.whole_minutes, args, Path(tmp))
     result = {"context": finish_context(context), "settings": "paper" if args.paper else "tiny",
+              "env": args.env,
               "separate": dict(SEPARATE_DEFAULTS, chunk_seconds=args.chunk_seconds,
                                overlap=args.overlap),
               "kwargs": {name: kwargs[name] for name in args.models},
               "rows": rows, "ratios": memory_ratios(rows)}
     table = markdown(result)
     print(table)
-    save_results(args.out, "bench_separation_paper" if args.paper else "bench_separation",
-                 result, table)
+    name = "bench_separation" + ("_paper" if args.paper else "") + (f"_{args.tag}" if args.tag else "")
+    save_results(args.out, name, result, table)
     return 0
 
 

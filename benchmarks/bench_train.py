@@ -1,15 +1,16 @@
 """Training throughput of the three Danna-Sep models at paper size: optimizer steps per second.
 
-Each model is built with its paper kwargs (`dannasep.models.PAPER_KWARGS`) and trained for a few
-steps the way `dannasep.training.loop` does: the configured loss through
-`dannasep.training.objectives.compute_loss` (X-UMX `multidomain_complex_mwf`, U-Net
-`multidomain_complex`, Demucs `l1`), backward, a real Adam step with the paper's learning rate and
-weight decay, and on CUDA autocast float16 with a GradScaler (as the trainer's `amp`). Batches are
+Each system of the paper config (`config/paper.yaml`: arch, kwargs, loss, batch_size, lr,
+weight_decay, segment_seconds) is built and trained for a few steps the way
+`dannasep.training.loop` does: its loss through `dannasep.training.objectives.compute_loss`
+(X-UMX `multidomain_complex_mwf`, U-Net `multidomain_complex`, Demucs `l1`), backward, a real
+Adam step, and on CUDA autocast float16 with a GradScaler (as the trainer's `amp`). Batches are
 segments of a synthetic track (the data loader has its own benchmark, bench_dataloader.py), so
 only the model, loss, backward and optimizer are timed.
 
-Segments default to 1 s so the CPU run takes minutes; `--segment paper` uses the paper's
-(X-UMX 6 s, U-Net 11.88 s = 512 frames, Demucs 10 s). In the same run, each model's forward pass
+Segments default to 1 s so the CPU run takes minutes; `--segment paper` uses the config's
+(X-UMX 6 s, U-Net 11.88 s = 512 frames, Demucs 10 s). Batches are the config's per-GPU batch
+(X-UMX 4, U-Net 4, Demucs 3) unless `--batch` is given. In the same run, each model's forward pass
 alone (no_grad, eval mode, same batch) is timed as an in-run reference: the step/forward ratio
 shows what the loss (e.g. the differentiable Wiener filter), backward and Adam add.
 
@@ -29,19 +30,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import (OUT_DIR, context_line, finish_context, markdown_table, max_rss_mib,
-                    run_context, save_results, stack_sources, synthetic_stems)
+from common import (OUT_DIR, best_time, context_line, finish_context, markdown_table,
+                    max_rss_mib, run_context, save_results, stack_sources, synthetic_stems)
 from dannasep.constants import SAMPLE_RATE
-from dannasep.models import PAPER_ARCH, PAPER_KWARGS, build_model, count_parameters
+from dannasep.config import load_config
+from dannasep.models import build_model, count_parameters
 from dannasep.training.objectives import compute_loss
 
-# Paper training settings per system (REFERENCE.md section 2). batch: per process / GPU
-# (U-Net: 16 over 4 GPUs; Demucs: the paper's 16 in 4 accumulation steps).
-PAPER_TRAINING = {
-    "xumx": dict(loss="multidomain_complex_mwf", segment=6.0, batch=4, lr=1e-4, weight_decay=1e-5),
-    "unet": dict(loss="multidomain_complex", segment=11.88, batch=4, lr=2e-4, weight_decay=0.0),
-    "demucs": dict(loss="l1", segment=10.0, batch=4, lr=3e-4, weight_decay=0.0),
-}
+FORWARD_REPEATS = 3  # the forward is cheap next to a step: keep the fastest of a few
+
+PAPER_CONFIG = Path(__file__).resolve().parents[1] / "config" / "paper.yaml"
+SYSTEMS = ("xumx", "unet", "demucs")  # the Danna-Sep models (baselines: --models)
+
+
+def training_settings(cfg: dict, system: str) -> dict:
+    """What a step needs from the validated config for `system`."""
+    model, train = cfg["models"][system], cfg["models"][system]["train"]
+    return {"arch": model["arch"], "kwargs": model["kwargs"], "loss": model["loss"],
+            "batch": train["batch_size"], "lr": train["lr"], "weight_decay": train["weight_decay"],
+            "segment": train["segment_seconds"] or cfg["data"]["segment_seconds"],
+            "amp": train["amp"]}
 
 
 def synchronize(device: torch.device) -> None:
@@ -69,9 +77,10 @@ def loss_kwargs(precision: str | None) -> dict:
 
 def time_training(name: str, settings: dict, segment: float, batch: int, steps: int, warmup: int,
                   device: torch.device, amp: bool, precision: str | None, seed: int) -> dict:
-    """Seconds per optimizer step (mean over `steps` after `warmup`) and forward-only seconds."""
+    """Seconds per optimizer step (mean over `steps` after `warmup`) and forward-only seconds
+    (fastest of FORWARD_REPEATS)."""
     torch.manual_seed(seed)
-    model = build_model(PAPER_ARCH[name], **PAPER_KWARGS[name]).to(device)
+    model = build_model(settings["arch"], **settings["kwargs"]).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"],
                                  weight_decay=settings["weight_decay"])
     scaler = torch.amp.GradScaler("cuda") if amp else None
@@ -95,26 +104,32 @@ def time_training(name: str, settings: dict, segment: float, batch: int, steps: 
     model.train()
     for _ in range(warmup):
         step()
-    synchronize(device)
-    start = time.perf_counter()
-    losses = [step() for _ in range(steps)]
-    synchronize(device)
-    step_seconds = (time.perf_counter() - start) / steps
+    losses, step_times = [], []
+    for _ in range(steps):
+        synchronize(device)
+        start = time.perf_counter()
+        losses.append(step())
+        synchronize(device)
+        step_times.append(time.perf_counter() - start)
+    step_seconds = sum(step_times) / steps
 
     model.eval()
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-        forward = (lambda: model(mix)) if model.domain == "t" else (lambda: model(mix_magnitude(model, mix)))
+        def forward():
+            return model(mix if model.domain == "t" else mix_magnitude(model, mix))
+
+        def timed_forward():
+            forward()
+            synchronize(device)
+
         forward()  # warm-up
         synchronize(device)
-        start = time.perf_counter()
-        forward()
-        synchronize(device)
-        forward_seconds = time.perf_counter() - start
+        forward_seconds, _ = best_time(timed_forward, FORWARD_REPEATS)
 
     row = {"model": name, "loss": settings["loss"], "parameters": count_parameters(model),
            "segment_s": segment, "batch": batch, "steps": steps, "warmup": warmup,
-           "step_s": step_seconds, "steps_per_s": 1 / step_seconds,
-           "samples_per_s": batch / step_seconds,
+           "step_s": step_seconds, "step_times_s": step_times, "steps_per_s": 1 / step_seconds,
+           "samples_per_s": batch / step_seconds, "amp": amp,
            "audio_s_per_s": batch * segment / step_seconds,
            "forward_s": forward_seconds, "step_to_forward": step_seconds / forward_seconds,
            "losses": losses, "max_rss_mib": max_rss_mib()}
@@ -143,13 +158,15 @@ def markdown(result: dict) -> str:
                      f"{r['samples_per_s']:.2f}", f"{r['audio_s_per_s']:.2f}",
                      f"{r['step_to_forward']:.1f}x", memory])
     align = [False, False] + [True] * (len(headers) - 2)
-    lines = ["# Training throughput at paper model size", "", context_line(result["context"]),
-             f"AMP (float16 autocast + GradScaler): {result['amp']}; Wiener-filter precision: "
+    lines = [f"# Training throughput of the systems in {Path(result['config']).name}", "",
+             context_line(result["context"]),
+             f"AMP (float16 autocast + GradScaler, where the system's train.amp is true): "
+             f"{result['amp']}; Wiener-filter precision: "
              f"{result['loss_precision'] or 'trainer default'}; {result['rows'][0]['warmup']} "
              f"warm-up step(s), then the mean of {result['rows'][0]['steps']} timed steps. "
-             "step / forward: one training step over one no-grad forward of the bare model "
-             "(in-run reference). Peak RSS is the process high-water mark so far (monotonic "
-             "across rows).", ""]
+             "step / forward: the mean training step over the fastest of "
+             f"{FORWARD_REPEATS} no-grad forwards of the bare model (in-run reference). "
+             "Peak RSS is the process high-water mark so far (monotonic across rows).", ""]
     lines += markdown_table(headers, rows, align)
     return "\n".join(lines) + "\n"
 
@@ -165,17 +182,21 @@ def parse_segment(value: str) -> str | float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", choices=sorted(PAPER_TRAINING),
-                        default=list(PAPER_TRAINING))
+    parser.add_argument("--config", type=Path, default=PAPER_CONFIG,
+                        help="pipeline config with the systems' settings (default: config/paper.yaml)")
+    parser.add_argument("--models", nargs="+", default=list(SYSTEMS),
+                        help="systems of the config (default: xumx unet demucs)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--segment", type=parse_segment, default=1.0,
-                        help="seconds, or 'paper' for each model's paper segment (default 1)")
-    parser.add_argument("--batch", type=int, help="segments a step (default: the paper's per-GPU batch, 4)")
+                        help="seconds, or 'paper' for each system's configured segment (default 1)")
+    parser.add_argument("--batch", type=int,
+                        help="segments a step (default: the system's configured batch_size)")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per model")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch CPU threads (default: torch's default)")
-    parser.add_argument("--no-amp", action="store_true", help="CUDA: full float32 instead of AMP")
+    parser.add_argument("--no-amp", action="store_true",
+                        help="CUDA: float32 even for systems configured with amp: true")
     parser.add_argument("--loss-precision", choices=("float32", "float64"),
                         help="Wiener-filter precision in the TF losses, if the trainer supports it "
                              "(default: the trainer's default)")
@@ -187,27 +208,31 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available here")
+    cfg = load_config(args.config)
+    unknown = [m for m in args.models if m not in cfg["models"]]
+    if unknown:
+        parser.error(f"--models {unknown}: not in {args.config} ({', '.join(cfg['models'])})")
     torch.set_num_threads(args.threads)
     amp = device.type == "cuda" and not args.no_amp
 
     context = run_context(args.threads, str(device))
     print(f"device {device}, threads {args.threads}, amp {amp}, segment {args.segment}, "
-          f"batch {args.batch or 'paper'}, {args.warmup} warm-up + {args.steps} timed steps",
+          f"batch {args.batch or 'as configured'}, {args.warmup} warm-up + {args.steps} timed steps",
           flush=True)
     rows = []
     for name in args.models:
-        settings = PAPER_TRAINING[name]
+        settings = training_settings(cfg, name)
         segment = settings["segment"] if args.segment == "paper" else args.segment
         batch = args.batch or settings["batch"]
         print(f"{name}: loss {settings['loss']}, segment {segment} s, batch {batch} ...", flush=True)
-        row = time_training(name, settings, segment, batch, args.steps, args.warmup, device, amp,
-                            args.loss_precision, args.seed)
+        row = time_training(name, settings, segment, batch, args.steps, args.warmup, device,
+                            amp and settings["amp"], args.loss_precision, args.seed)
         rows.append(row)
         print(f"  {row['step_s']:.2f} s/step = {row['steps_per_s']:.3f} steps/s, "
               f"{row['samples_per_s']:.2f} samples/s; forward alone {row['forward_s']:.2f} s",
               flush=True)
 
-    result = {"context": finish_context(context), "amp": amp,
+    result = {"context": finish_context(context), "config": str(args.config), "amp": amp,
               "loss_precision": args.loss_precision, "rows": rows}
     table = markdown(result)
     print(table)

@@ -87,19 +87,33 @@ def best_time(function: Callable[[], object], repeats: int) -> tuple[float, obje
     return best, result
 
 
+def _proc_status_mib(field: str) -> float | None:
+    """A memory field of /proc/self/status (e.g. VmHWM, VmRSS) in MiB; None off Linux."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024  # reported in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def max_rss_mib() -> float:
-    """Peak resident memory of this process so far, MiB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process so far, MiB.
+
+    VmHWM belongs to the process's own address space. getrusage's ru_maxrss is the fallback
+    only: Linux carries it across fork + exec, so a subprocess started by a big parent reports
+    the parent's peak.
+    """
+    peak = _proc_status_mib("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def current_rss_mib() -> float:
-    """Current resident memory of this process, MiB (from /proc; NaN where unavailable)."""
-    try:
-        with open("/proc/self/statm") as statm:
-            pages = int(statm.read().split()[1])
-    except (OSError, IndexError, ValueError):
-        return float("nan")
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    """Current resident memory of this process, MiB (NaN where /proc is unavailable)."""
+    rss = _proc_status_mib("VmRSS")
+    return rss if rss is not None else float("nan")
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]],

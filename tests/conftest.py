@@ -43,3 +43,24 @@ def make_musdb_tree(root: Path, train=TRAIN_NAMES + VALID_NAMES, test=TEST_NAMES
 def musdb_tree(tmp_path) -> Path:
     """A tiny MUSDB18-HQ-shaped dataset (4 train incl. 2 validation, 2 test tracks, 2 s each)."""
     return make_musdb_tree(tmp_path / "musdb18hq")
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def copy_repo(dest: Path) -> Path:
+    """A copy of the checkout (tracked and untracked-but-not-ignored files) for integration tests.
+
+    Never the developer's results/, resources/ or .venv: pipelines run there, not here.
+    """
+    import shutil
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO_ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for rel in filter(None, files):
+        src = REPO_ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest

@@ -208,3 +208,25 @@ def test_apply_reports_missing_estimate(tmp_path):
         _cli(["apply", "--weights", "paper", "--separations", str(tmp_path), "--track", "Nope"])
     with pytest.raises(Exception, match="--models"):
         _cli(["--separations", str(tmp_path)])
+
+
+def test_nanmedian_rows_equals_numpy():
+    import warnings
+
+    from dannasep.blend import nanmedian_rows
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((300, 241))
+    x[rng.random(x.shape) < 0.2] = np.nan
+    x[0] = np.nan            # all NaN
+    x[1, 1:] = np.nan        # one value
+    x[2, 2:] = np.nan        # two values: their mean
+    x[2, :2] = (1.5, 4.0)
+    x[3, :] = np.arange(241.0)[::-1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expect = np.nanmedian(x, axis=1)
+    got = nanmedian_rows(x)
+    assert np.array_equal(np.isnan(got), np.isnan(expect))
+    assert np.array_equal(got[~np.isnan(got)], expect[~np.isnan(expect)])
+    assert got[3] == 120.0 and got[2] == 2.75

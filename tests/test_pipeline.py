@@ -1,12 +1,12 @@
 """Integration: the real pipeline through Snakemake on the minimal test config (.test/)."""
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import copy_repo
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -14,21 +14,9 @@ BIN = Path(sys.executable).parent
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _copy_repo(dest: Path) -> Path:
-    """A clean copy of the tracked and untracked-but-not-ignored files (never touches ./results)."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
-    for rel in filter(None, files):
-        src = ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    return dest
-
-
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    repo = _copy_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+    repo = copy_repo(tmp_path_factory.mktemp("pipeline") / "repo")
     env = {"PATH": f"{BIN}:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": str(repo), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([str(BIN / "snakemake"), "--cores", "2", "--configfile", ".test/config/config.yaml"],
                          cwd=repo, capture_output=True, text=True, timeout=1200, env=env)

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import copy_repo
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,17 +36,6 @@ MARKER = "# written by dannasep workflow/scripts/slurm_cluster.sh"
 # before the first check), no account, and every sbatch log kept as evidence.
 CLUSTER_OPTIONS = ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
                    "--seconds-between-status-checks", "2", "--slurm-no-account", "--slurm-keep-successful-logs"]
-
-
-def _copy_repo(dest: Path) -> Path:
-    """Tracked and untracked-but-not-ignored files: never the developer's results/ or resources/."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
-    for rel in filter(None, files):
-        if (ROOT / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest / rel)
-    return dest
 
 
 def _overlay(repo: Path, name: str, models: dict) -> str:
@@ -89,7 +79,7 @@ def _parse_jobs(output: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory):
     """Dry run through the profile with one 1-GPU system and a 4-GPU U-Net (2 threads per GPU)."""
-    repo = _copy_repo(tmp_path_factory.mktemp("slurm-plan") / "repo")
+    repo = copy_repo(tmp_path_factory.mktemp("slurm-plan") / "repo")
     overlay = _overlay(repo, "gpus", {"xumx": {"gpus": 1}, "unet": {"gpus": 4, "threads": 2}})
     # --cores: a dry run caps threads at the local cores; sbatch gets the rule's own.
     out = subprocess.run(_snakemake_cmd([], overlay, "-n", "--forceall", "--cores", "64"), cwd=repo, env=_env(repo),
@@ -198,7 +188,7 @@ def slurm_cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    return _copy_repo(tmp_path_factory.mktemp("slurm-run") / "repo")
+    return copy_repo(tmp_path_factory.mktemp("slurm-run") / "repo")
 
 
 def _run(repo: Path, cmd: list[str], timeout: float) -> tuple[int, str, float]:

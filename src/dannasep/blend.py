@@ -99,17 +99,38 @@ def gram_stats(references: Mapping[str, np.ndarray],
         slices = frame_slices(ref.shape[0], win, hop)
         ref_silent.append(silent_windows(ref[None], slices)[0])
         est_silent.append(silent_windows(ests, slices))
-        gram = np.empty((len(slices), len(models), len(models)))
-        energy = np.empty(len(slices))
-        for t, sl in enumerate(slices):
-            r = ref[sl].astype(np.float64)
-            diffs = (ests[:, sl] - r).reshape(len(models), -1)  # float64: r is
-            gram[t] = diffs @ diffs.T
-            energy[t] = np.sum(r * r)
+        gram, energy = _window_grams(ref, ests, slices)
         grams.append(gram)
         energies.append(energy)
     return TrackStats(name, models, sources, np.stack(grams), np.stack(energies),
                       np.stack(ref_silent), np.stack(est_silent, axis=1))
+
+
+def _window_grams(ref: np.ndarray, ests: np.ndarray, slices: list[slice]) -> tuple[np.ndarray, np.ndarray]:
+    """Per window, the Gram matrix of the models' errors [W, M, M] and the reference energy [W]."""
+    n_models = len(ests)
+    gram = np.empty((len(slices), n_models, n_models))
+    energy = np.empty(len(slices))
+    for t, sl in enumerate(slices):
+        r = ref[sl].astype(np.float64)
+        diffs = (ests[:, sl] - r).reshape(n_models, -1)
+        gram[t] = diffs @ diffs.T
+        energy[t] = np.sum(r * r)
+    return gram, energy
+
+
+def nanmedian_rows(x: np.ndarray) -> np.ndarray:
+    """np.nanmedian(x, axis=1) for a 2-D array, by one sort (numpy's path for short rows is slow).
+
+    Rows with no finite value give NaN, as numpy does.
+    """
+    ordered = np.sort(x, axis=1)                      # NaN sorts last
+    count = np.sum(~np.isnan(x), axis=1)
+    lo = np.take_along_axis(ordered, np.maximum((count - 1) // 2, 0)[:, None], axis=1)[:, 0]
+    hi = np.take_along_axis(ordered, np.maximum(count // 2, 0)[:, None] * (count[:, None] > 0), axis=1)[:, 0]
+    out = (lo + hi) / 2
+    out[count == 0] = np.nan
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,9 +184,7 @@ def _source_scores(stats_list, source, supports, points, support_ids) -> np.ndar
         with np.errstate(divide="ignore", invalid="ignore"):
             sdr = 10 * np.log10(st.ref_energy[source] / err)
         sdr[(err <= 0) | nan_by_support[support_ids]] = np.nan  # museval: inf -> NaN in JSON
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN track: NaN, as pandas
-            out[t] = np.nanmedian(sdr, axis=1)
+        out[t] = nanmedian_rows(sdr)  # an all-NaN track gives NaN, as pandas
     return out
 
 
