@@ -1,0 +1,383 @@
+"""DVC versioning of the pipeline (dvc.yaml, params.yaml, .dvc/config, .dvcignore).
+
+Everything runs in a copy of the repository (never the developer's results/ or .dvc/cache):
+- dvc.yaml agrees with Snakemake: for every stage, the jobs its Snakemake command would run in
+  a fresh checkout (read from Snakemake's own DAG), minus those of the stages it builds on, are
+  that stage's phase; the files the phase writes must be the stage's outs, the files it reads
+  from other phases its deps, and the settings file DVC tracks must be Snakemake's own config.
+- the round trip on the minimal test config: `dvc exp run` builds everything, a second
+  `dvc repro` does nothing, `dvc push` to a local remote, a fresh clone + `dvc pull` restores
+  every result byte for byte and Snakemake then has nothing to redo; an experiment on a cheap
+  value (`dvc exp run -S` on the blend step) reruns only the stages that use it.
+Both are integration tests; the settings script's error message is checked on its own (fast).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TEST_CONFIG = ".test/config/config.yaml"
+SETTINGS = "results/config.yaml"  # the merged config the `config` stage writes; DVC's params
+CODE_DEPS = {"src/dannasep", "workflow", "Snakefile"}
+SYSTEMS = ("xumx_baseline", "xumx", "unet", "demucs_baseline", "demucs")
+SNAKEMAKE_STAGES = {"data", *(f"train@{s}" for s in SYSTEMS), "separate_evaluate", "blend", "report"}
+ALL_STAGES = {"config", *SNAKEMAKE_STAGES}
+# Every job of the pipeline: the default target and the report rules.
+WHOLE_PIPELINE = "snakemake all tables figures provenance --configfile {config}"
+integration = pytest.mark.integration
+slow = pytest.mark.slow
+
+# Run inside the copy with the venv's Python: reads Snakemake command lines on stdin and writes,
+# for each, the jobs Snakemake would run (its DAG after --until/--omit-from) and its config.
+DAG_DUMP = r'''
+import json, shlex, sys
+from snakemake import cli
+from snakemake.dag import DAG
+
+class Captured(BaseException):
+    """Stops Snakemake once the DAG is final (after --until/--omit-from pruning)."""
+
+captured = {}
+original_postprocess = DAG.postprocess
+
+async def capture(self, *args, **kwargs):
+    await original_postprocess(self, *args, **kwargs)
+    if kwargs.get("check_initial"):
+        captured["config"] = dict(self.workflow.config)
+        captured["jobs"] = [{"rule": job.rule.name, "input": sorted(map(str, job.input)),
+                             "output": sorted(map(str, job.output)),
+                             "benchmark": str(job.benchmark) if job.benchmark else None,
+                             "shell": job.shellcmd or ""}
+                            for job in self.needrun_jobs()]
+        raise Captured
+
+DAG.postprocess = capture
+result = {}
+for line in sys.stdin.read().splitlines():
+    captured.clear()
+    parser, args = cli.parse_args(shlex.split(line)[1:] + ["--dry-run", "--quiet"])
+    try:
+        cli.args_to_api(args, parser)
+    except Captured:
+        result[line] = dict(captured)
+    else:
+        raise SystemExit(f"Snakemake built no DAG for: {line}")
+with open(sys.argv[1], "w") as fh:
+    json.dump(result, fh)
+'''
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+def _env(repo: Path) -> dict[str, str]:
+    """No global git/DVC config (HOME), the venv first on PATH, the copy's own code."""
+    home = repo.parent / "home"
+    home.mkdir(exist_ok=True)
+    return {"PATH": f"{BIN}:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": str(home),
+            "PYTHONPATH": str(repo / "src"), "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1",
+            "LANG": "C.UTF-8"}
+
+
+def _run(cmd: list[str], cwd: Path, env: dict, timeout: int = 120) -> subprocess.CompletedProcess:
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, f"{shlex.join(cmd)} failed:\n{out.stdout[-5000:]}\n{out.stderr[-5000:]}"
+    return out
+
+
+def _copy_repo(dest: Path) -> Path:
+    """Tracked and untracked-but-not-ignored files as a fresh git repository (one commit)."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file() and rel != "dvc.lock":  # a developer's lock describes other results
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    env = _env(dest)
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "test@dannasep"],
+                ["git", "config", "user.name", "dannasep test"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "copy of the working tree"]):
+        _run(cmd, dest, env)
+    return dest
+
+
+def _stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def _dvc_stages(repo: Path) -> dict[str, dict]:
+    """dvc.yaml as DVC resolves it (vars and params.yaml interpolated)."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    stages = {}
+    with Repo(str(repo)) as dvc_repo:
+        for stage in dvc_repo.index.stages:
+            stages[stage.name] = {
+                "cmds": stage.cmd if isinstance(stage.cmd, list) else [stage.cmd],
+                "deps": [d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)],
+                "params": {d.def_path: set(d.params) for d in stage.deps
+                           if isinstance(d, ParamsDependency)},
+                "outs": [o.def_path for o in stage.outs],
+            }
+    return stages
+
+
+def _with_config(cmd: str, config: str) -> str:
+    """A stage's command with another config file (the last word of the `config` stage)."""
+    words = shlex.split(cmd)
+    at = words.index("--configfile") + 1 if "--configfile" in words else len(words) - 1
+    words[at] = config
+    return shlex.join(words)
+
+
+def _snakemake_dags(repo: Path, commands: list[str]) -> dict[str, dict]:
+    out = repo.parent / "dag.json"
+    done = subprocess.run([sys.executable, "-c", DAG_DUMP, str(out)], cwd=repo, env=_env(repo),
+                          input="\n".join(commands), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (
+        f"Snakemake could not build a DAG:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return json.loads(out.read_text())
+
+
+def _covers(path: str, file: str) -> bool:
+    return file == path or file.startswith(path.rstrip("/") + "/")
+
+
+def _upstream(stages: dict[str, dict], name: str) -> set[str]:
+    """The stages whose outs `name` depends on, directly or not."""
+    found, todo = set(), [name]
+    while todo:
+        deps = stages[todo.pop()]["deps"]
+        for other, stage in stages.items():
+            if other not in found and any(_covers(o, d) or _covers(d, o)
+                                          for o in stage["outs"] for d in deps):
+                found.add(other)
+                todo.append(other)
+    return found - {name}
+
+
+def _written(job: dict) -> list[str]:
+    """What a job writes: its outputs, benchmark, and the folder its command names with
+    --out-dir (the checkpoint folder of a training job, which Snakemake does not declare so
+    that a killed job resumes from its last.pt)."""
+    words = shlex.split(job["shell"])
+    out_dirs = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--out-dir"]
+    return job["output"] + ([job["benchmark"]] if job["benchmark"] else []) + out_dirs
+
+
+def _lookup(config: dict, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _pretrained_exception(config: str, path: str) -> bool:
+    """The official X-UMX weights (paper config only) are cached by the data stage in
+    resources/ but are no dep of train@xumx: a dvc.yaml dep cannot depend on the config, and a
+    dep that is absent under the default config would stop DVC. The weights are pinned by
+    their sha256 (`dannasep fetch xumx-weights` refuses another file)."""
+    return config == "config/paper.yaml" and path.startswith("resources/pretrained/")
+
+
+def _file_hashes(repo: Path) -> dict[str, str]:
+    """sha256 of every file DVC versions: results/ (except git-kept placeholders) and resources/."""
+    hashes = {}
+    for top in ("results", "resources"):
+        for f in sorted((repo / top).rglob("*")):
+            if f.is_file() and f.name != ".gitkeep" and "downloads" not in f.parts:
+                hashes[str(f.relative_to(repo))] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return hashes
+
+
+# --- dvc.yaml and Snakemake agree ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fresh_copy(tmp_path_factory) -> Path:
+    return _copy_repo(tmp_path_factory.mktemp("dvc_sync") / "repo")
+
+
+@integration
+@slow
+@pytest.mark.parametrize("config", ["config/config.yaml", TEST_CONFIG, "config/paper.yaml"])
+def test_dvc_stages_are_the_snakemake_phases(fresh_copy, config):
+    all_stages = _dvc_stages(fresh_copy)
+    assert set(all_stages) == ALL_STAGES
+    stages = {n: s for n, s in all_stages.items() if n in SNAKEMAKE_STAGES}
+
+    # Snakemake's side: jobs each stage's command would run in a checkout with no results.
+    commands = {name: _with_config(s["cmds"][-1], config) for name, s in stages.items()}
+    whole = WHOLE_PIPELINE.format(config=config)
+    dags = _snakemake_dags(fresh_copy, [*commands.values(), whole])
+    key = lambda job: (job["rule"], tuple(job["output"]))  # noqa: E731
+    jobs = {name: {key(j): j for j in dags[cmd]["jobs"]} for name, cmd in commands.items()}
+    # A stage's phase: its jobs minus those of the stages it builds on (through its deps).
+    phases = {}
+    for name, own in jobs.items():
+        upstream = set().union(*(set(jobs[other]) for other in _upstream(stages, name)))
+        phases[name] = {k: j for k, j in own.items() if k not in upstream}
+        assert phases[name], f"stage {name} runs no job of its own under {config}"
+    # Together the phases are the whole pipeline, each job in exactly one phase.
+    everything = {key(j) for j in dags[whole]["jobs"] if j["output"]}
+    in_phases = [k for phase in phases.values() for k in phase]
+    assert sorted(in_phases) == sorted(everything), (
+        f"jobs outside every stage: {sorted(everything - set(in_phases))[:5]}; "
+        f"in two stages: {sorted({k for k in in_phases if in_phases.count(k) > 1})[:5]}")
+
+    producer = {}  # file or folder -> stage whose phase writes it
+    for name, phase in phases.items():
+        for job in phase.values():
+            for f in _written(job):
+                producer[f] = name
+
+    for name, stage in stages.items():
+        written = {f for f, owner in producer.items() if owner == name}
+        outs = stage["outs"]
+        # Outs: every file the phase writes, nothing another phase writes, no stale entry.
+        unversioned = sorted(f for f in written if not any(_covers(o, f) for o in outs))
+        assert not unversioned, (
+            f"{name}: files written by the phase but not in its outs ({config}): {unversioned[:5]}")
+        assert not [f for f, owner in producer.items() if owner != name
+                    and any(_covers(o, f) for o in outs)], f"{name}: outs hold another phase's files"
+        stale = [o for o in outs if not any(_covers(o, f) for f in written)]
+        assert not stale, f"{name}: outs no job of the phase writes: {stale}"
+
+        # Deps: the code, plus every file the phase reads from another phase.
+        deps = stage["deps"]
+        assert CODE_DEPS <= set(deps), f"{name}: code deps missing"
+        data_deps = [d for d in deps if d not in CODE_DEPS]
+        reads = {f for job in phases[name].values() for f in job["input"] if f not in written}
+        missing = sorted(f for f in reads if not any(_covers(d, f) for d in data_deps)
+                         and not _pretrained_exception(config, f))
+        assert not missing, (
+            f"{name}: files the phase reads but not in its deps ({config}): {missing[:5]}")
+        # Each data dep is another stage's out, from a stage the phase really reads from.
+        feeding = {producer[f] for f in reads if f in producer}
+        for dep in data_deps:
+            owners = {owner for f, owner in producer.items() if _covers(dep, f) or _covers(f, dep)}
+            assert owners and owners <= feeding, (
+                f"{name}: dep {dep} comes from {owners}, not from {feeding}")
+
+        # Every Snakemake call: the selected config, no mtime rerun trigger.
+        for cmd in stage["cmds"]:
+            words = shlex.split(cmd)
+            assert words[0] == "snakemake" and "--configfile" in words
+            after = words[words.index("--rerun-triggers") + 1:]
+            end = next((i for i, w in enumerate(after) if w.startswith("-")), len(after))
+            triggers = set(after[:end])
+            assert triggers == {"code", "input", "params", "software-env"}, cmd
+
+    # The settings DVC tracks are Snakemake's own config, and hold every tracked key.
+    settings_cmd = shlex.split(_with_config(all_stages["config"]["cmds"][0], config))
+    subprocess.run(settings_cmd, cwd=fresh_copy, env=_env(fresh_copy), check=True, timeout=60)
+    settings = yaml.safe_load((fresh_copy / SETTINGS).read_text())
+    assert settings == dags[whole]["config"]
+    assert all_stages["config"]["outs"] == [SETTINGS]
+    for name, stage in stages.items():
+        assert set(stage["params"]) == {SETTINGS}, f"{name} reads params from {set(stage['params'])}"
+        for dotted in stage["params"][SETTINGS]:
+            _lookup(settings, dotted)  # KeyError: DVC would stop on a missing parameter
+
+
+@integration
+@slow
+def test_each_training_stage_tracks_only_its_own_model(fresh_copy):
+    stages = _dvc_stages(fresh_copy)
+    for system in SYSTEMS:
+        keys = stages[f"train@{system}"]["params"][SETTINGS]
+        assert {k for k in keys if k.startswith("models")} == {f"models.{system}"}, keys
+        # The data stage stops before every training rule.
+        assert f"train_{system}" in shlex.split(stages["data"]["cmds"][-1])
+
+
+def test_settings_script_names_a_missing_config(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "workflow/scripts/effective_config.py"),
+                          str(tmp_path / "config.yaml"), "config/no-such.yaml"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "config/no-such.yaml: config file not found" in out.stderr
+    assert not (tmp_path / "config.yaml").exists()
+
+
+# --- the round trip ------------------------------------------------------------------------
+
+@integration
+@slow
+def test_repro_push_pull_and_experiment_round_trip(tmp_path):
+    repo = _copy_repo(tmp_path / "repo")
+    env = _env(repo)
+    remote = tmp_path / "remote"
+    _run(["dvc", "remote", "modify", "--local", "storage", "url", str(remote)], repo, env)
+
+    # The whole minimal pipeline through DVC, pointed at the test config by a parameter.
+    built = _run(["dvc", "exp", "run", "-S", f"snakemake.configfile={TEST_CONFIG}"], repo, env,
+                 timeout=1500)
+    assert _stages_run(built.stdout) == ALL_STAGES, built.stdout[-3000:]
+    # DVC reads the score summary as metrics and the training curves as plots.
+    metrics = json.loads(_run(["dvc", "metrics", "show", "--json"], repo, env).stdout)
+    shown = metrics[""]["data"]["results/metrics.json"]["data"]
+    assert shown == json.loads((repo / "results/metrics.json").read_text())
+    plots = json.loads(_run(["dvc", "plots", "show", "--json"], repo, env).stdout)["data"]
+    sdr_plot = next(v for k, v in plots.items() if k.startswith("validation SDR"))
+    rows = sdr_plot[0]["content"]["data"]["values"]
+    plotted = {(r["filename"], r["epoch"]): r["valid_sdr_avg"] for r in rows}
+    expected = {(curve.name, r["epoch"]): r["valid_sdr_avg"]
+                for curve in sorted((repo / "results/training").glob("*.csv"))
+                for r in csv.DictReader(curve.open())}
+    assert len(expected) >= len(SYSTEMS) and plotted == expected
+
+    # A second repro does nothing, quickly.
+    start = time.monotonic()
+    again = _run(["dvc", "repro"], repo, env)
+    assert time.monotonic() - start < 10
+    assert not _stages_run(again.stdout), again.stdout
+    assert json.loads(_run(["dvc", "status", "--json"], repo, env).stdout) == {}
+
+    # Commit what git keeps (dvc.lock, params.yaml, the uncached metrics) and push the rest.
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "add", "-f", "results/metrics.json"], repo, env)
+    _run(["git", "commit", "-qm", "minimal run"], repo, env)
+    _run(["dvc", "push"], repo, env, timeout=300)
+    assert any(f.is_file() for f in remote.rglob("*"))
+    produced = _file_hashes(repo)
+    assert any(p.startswith("results/checkpoints/") for p in produced)
+
+    # A fresh clone (no cache, no results, no Snakemake metadata) gets everything back.
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    clone_env = _env(clone)
+    _run(["dvc", "remote", "modify", "--local", "storage", "url", str(remote)], clone, clone_env)
+    _run(["dvc", "pull"], clone, clone_env, timeout=300)
+    assert _file_hashes(clone) == produced
+    assert json.loads(_run(["dvc", "status", "--json"], clone, clone_env).stdout) == {}
+
+    # DVC restores contents, not modification times: one `snakemake --touch` (no job runs)
+    # aligns them with the DAG, and then Snakemake has nothing to redo.
+    smk = ["snakemake", "--cores", "1", "--configfile", TEST_CONFIG]
+    _run([*smk, "--touch"], clone, clone_env)
+    dry = _run([*smk, "--dry-run"], clone, clone_env)
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-3000:]
+    assert _file_hashes(clone) == produced
+
+    # An experiment on a cheap setting reruns exactly the stages that use it.
+    exp = _run(["dvc", "exp", "run", "-S", f"{TEST_CONFIG}:blend.step=0.2"], repo, env, timeout=900)
+    assert _stages_run(exp.stdout) == {"config", "blend", "report"}, exp.stdout[-3000:]
+    after = _file_hashes(repo)
+    assert after["results/blend/grid.npz"] != produced["results/blend/grid.npz"]
+    kept = [p for p in produced if p.startswith(("results/checkpoints/", "results/separations/xumx/"))]
+    assert kept and all(after[p] == produced[p] for p in kept)
