@@ -13,25 +13,16 @@ Both are written atomically (temp file + rename), so a killed job never leaves a
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import os
 from pathlib import Path
 
 import torch
 
 from .errors import DataError
-from .io import atomic_path, write_json
+from .io import atomic_path, sha256_file, write_json  # noqa: F401  (sha256_file re-exported)
 from .provenance_info import code_state, package_versions
 
 FORMAT = "dannasep-checkpoint/1"
-
-
-def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(block), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def torch_save_atomic(obj, path: str | os.PathLike) -> Path:

@@ -7,6 +7,7 @@ the same file system) and renames it into place only once it is complete.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -75,3 +76,16 @@ def write_json(path: str | os.PathLike, obj, indent: int = 2) -> None:
 
 def write_yaml(path: str | os.PathLike, obj) -> None:
     write_text(path, yaml.safe_dump(obj, sort_keys=False))
+
+
+def sha256_file(path: str | os.PathLike, progress=None, block: int = 1 << 20) -> str:
+    """sha256 of a file read in 1 MiB blocks; `progress` (a tqdm over bytes) advances as it goes."""
+    digest = hashlib.sha256()
+    buffer = bytearray(block)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        while count := handle.readinto(buffer):
+            digest.update(view[:count])
+            if progress is not None:
+                progress.update(count)
+    return digest.hexdigest()

@@ -13,20 +13,15 @@
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 from pathlib import Path
 
 from .constants import SOURCES
 from .errors import DataError
+from .io import sha256_file  # noqa: F401  (re-exported: provenance imports it from here)
 
 SCORE_FORMAT = "dannasep-score-provenance/1"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def file_record(path: str | os.PathLike) -> dict | None:

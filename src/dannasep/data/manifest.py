@@ -21,9 +21,8 @@ from tqdm import tqdm
 
 from ..constants import SAMPLE_RATE, STEMS, SUBSETS
 from ..errors import DataError
-from ..io import write_json
+from ..io import sha256_file, write_json
 
-HASH_BLOCK_BYTES = 1 << 20  # 1 MiB: bounded memory whatever the file size
 STEMS_SUFFIX = ".stem.mp4"
 DATASET_FORMATS = ("wav", "stems")
 FORMAT_NAMES = {"wav": "musdb18hq-wav", "stems": "musdb18-stem-mp4"}
@@ -64,19 +63,6 @@ def dataset_files(root: Path, dataset_format: str = "wav") -> list[Path]:
             else:
                 files.extend(track / f"{stem}.wav" for stem in STEMS if (track / f"{stem}.wav").is_file())
     return files
-
-
-def sha256_file(path: Path, progress: tqdm | None = None) -> str:
-    """sha256 of a file read in 1 MiB blocks; `progress` (bytes) is advanced as it goes."""
-    digest = hashlib.sha256()
-    buffer = bytearray(HASH_BLOCK_BYTES)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
-        while count := handle.readinto(buffer):
-            digest.update(view[:count])
-            if progress is not None:
-                progress.update(count)
-    return digest.hexdigest()
 
 
 def canonical_json(obj) -> bytes:
