@@ -1,12 +1,12 @@
 """Evaluation cost: the exact fast SDR against museval, and the blend search against brute force.
 
-(a) `dannasep.metrics.framewise_sdr` and `museval.evaluate` (BSS Eval v4, 1 s windows and hop,
+(a) `dannasep.evaluation.sdr.framewise_sdr` and `museval.evaluate` (BSS Eval v4, 1 s windows and hop,
     what `museval.eval_mus_track` runs) score the same estimates of one synthetic track
     (`dannasep.data.synth.synthesize_track`, default 30 s) in the same run: speed ratio, largest
     SDR difference in dB over the windows both score, and whether their NaN windows agree. The
     estimates carry realistic errors: a per-source gain error, leakage of the other sources, and
     low-pass filtered noise.
-(b) The blend search of `dannasep.blend` for 3 models at step 0.01 (5151 weight triples): the
+(b) The blend search of `dannasep.blend.search` for 3 models at step 0.01 (5151 weight triples): the
     measured cost of `gram_stats` on one 4-minute track (in memory, and with the wav reads the
     CLI does), `search_weights` run for real on 50 tracks' statistics, and the total for
     MUSDB18's 50 test tracks of 4 minutes (goal: under 60 s); against the brute-force
@@ -35,10 +35,11 @@ import scipy.signal
 from common import (OUT_DIR, context_line, finish_context, markdown_table, run_context,
                     save_results, stack_sources, synthetic_stems, best_time)
 from dannasep.audio import write_wav
-from dannasep.blend import (_LazyWavs, blend_estimates, gram_stats, search_weights,
-                            simplex_grid)
+from dannasep.blend.search import gram_stats, search_weights, simplex_grid
+from dannasep.blend.weights import blend_estimates
+from dannasep.blend.cli import _LazyWavs
 from dannasep.constants import SAMPLE_RATE, SOURCES
-from dannasep.metrics import framewise_sdr
+from dannasep.evaluation.sdr import framewise_sdr
 
 BLEND_MODELS = ("xumx", "unet", "demucs")
 MUSDB_TEST_TRACKS = 50
@@ -193,7 +194,7 @@ def markdown(result: dict) -> str:
              f"## (a) SDR of one {a['track_seconds']:g} s synthetic track, 4 sources, 1 s windows", ""]
     lines += markdown_table(
         ["method", "seconds", "ratio"],
-        [["dannasep.metrics.framewise_sdr", f"{a['fast_s']:.4f}", f"{a['speedup']:.0f}x faster"],
+        [["dannasep.evaluation.sdr.framewise_sdr", f"{a['fast_s']:.4f}", f"{a['speedup']:.0f}x faster"],
          ["museval.evaluate (BSS Eval v4)", f"{a['museval_s']:.2f}", "1x"]], [False, True, True])
     diff = "n/a" if a["max_abs_diff_db"] is None else f"{a['max_abs_diff_db']:.2e}"
     lines += ["", f"Largest SDR difference over {a['scored_windows']} scored windows "

@@ -3,7 +3,7 @@
 For each model (tiny settings by default, `--paper` for the paper's) and each track length
 (default 1, 5 and 10 minutes of a synthetic mixture written to a temp wav), one fresh Python
 subprocess builds the model (random weights: speed and memory do not depend on them), runs
-`dannasep.separate.separate_file` with the config's default separation settings (10 s chunks,
+`dannasep.separation.files.separate_file` with the config's default separation settings (10 s chunks,
 25 % overlap, one Wiener iteration for the TF models) and reports:
 
 * throughput: seconds of audio separated per wall-clock second (model build excluded);
@@ -49,7 +49,7 @@ def child(spec: dict) -> dict:
     import torch
 
     from dannasep.models import PAPER_ARCH, build_model
-    from dannasep.separate import separate_file
+    from dannasep.separation.files import separate_file
 
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(spec["seed"])

@@ -10,12 +10,12 @@ import pytest
 import soundfile as sf
 import yaml
 
-from dannasep import blend
-from dannasep.blend import (PAPER_WEIGHTS, blend_estimates, gram_stats, load_weights, search_weights,
-                            simplex_grid)
+from dannasep.blend import cli as blend
+from dannasep.blend.search import gram_stats, search_weights, simplex_grid
+from dannasep.blend.weights import PAPER_WEIGHTS, blend_estimates, load_weights
 from dannasep.constants import SAMPLE_RATE, SOURCES
 from dannasep.errors import ConfigError, DataError
-from dannasep.metrics import framewise_sdr
+from dannasep.evaluation.sdr import framewise_sdr
 
 MODELS = ("xumx", "unet", "demucs")
 WIN = 4410  # 0.1 s windows keep the in-memory tests fast; the CLI test uses museval's 1 s
@@ -172,7 +172,7 @@ def _write_tree(root, optimum, names):
 @pytest.mark.slow
 def test_cli_search_then_apply_matches_museval(tmp_path):
     from dannasep.io import write_json
-    from dannasep.metrics import aggregate, evaluate_track
+    from dannasep.evaluation.scores import aggregate, evaluate_track
 
     optimum = np.array([[0.3, 0.0, 0.2, 0.5], [0.3, 0.0, 0.4, 0.1], [0.4, 1.0, 0.4, 0.4]])
     names = ["Track A", "Track B"]
@@ -213,7 +213,7 @@ def test_apply_reports_missing_estimate(tmp_path):
 def test_nanmedian_rows_equals_numpy():
     import warnings
 
-    from dannasep.blend import nanmedian_rows
+    from dannasep.blend.search import nanmedian_rows
 
     rng = np.random.default_rng(1)
     x = rng.standard_normal((300, 241))

@@ -17,7 +17,7 @@ import torch
 from conftest import TRAIN_NAMES, VALID_NAMES, make_musdb_tree, write_track
 from dannasep.config import validate_config
 from dannasep.constants import SAMPLE_RATE, SOURCES
-from dannasep.data.dataset import (MUSDBTrainDataset, MUSDBValidationDataset, make_loader)
+from dannasep.data.dataset import MUSDBTrainDataset, MUSDBValidationDataset, make_loader
 from dannasep.errors import ConfigError, DataError
 
 MORE_TRAIN_NAMES = ["Angela Thomas Wade - Milk Cow Blues", "Atlantis Bound - It Was My Fault For Waiting"]

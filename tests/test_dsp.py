@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from dannasep import dsp
-from dannasep.separator import Separator, tf_estimates
+from dannasep.separation.separator import Separator, tf_estimates
 
 N_FFT, HOP = 64, 16
 

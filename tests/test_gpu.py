@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dannasep.models import TINY_KWARGS, build_model
-from dannasep.separate import separate_array
+from dannasep.separation.inference import separate_array
 from dannasep.training.objectives import compute_loss
 
 pytestmark = pytest.mark.gpu

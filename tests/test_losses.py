@@ -11,9 +11,7 @@ import torch
 from torch import nn
 
 from dannasep import dsp
-from dannasep.losses import (SOURCE_COMBINATIONS, combination_mse, combine_sources,
-                             l1_waveform_loss, multi_domain_loss, tf_model_loss,
-                             time_domain_loss, weighted_sdr)
+from dannasep.losses import SOURCE_COMBINATIONS, combination_mse, combine_sources, l1_waveform_loss, multi_domain_loss, tf_model_loss, time_domain_loss, weighted_sdr
 
 
 def proper_subsets(n=4):

@@ -13,11 +13,12 @@ import pytest
 import soundfile as sf
 from scipy.signal import lfilter
 
-from dannasep import evaluate as evaluate_cli
+from dannasep.evaluation import cli as evaluate_cli
+from dannasep.evaluation.references import read_references
 from dannasep.constants import SAMPLE_RATE, SOURCES
 from dannasep.errors import DataError
-from dannasep.metrics import (MDX_DELTA, aggregate, aggregate_nsdr, evaluate_track, frame_slices,
-                              framewise_sdr, nsdr, track_scores)
+from dannasep.evaluation.sdr import MDX_DELTA, frame_slices, framewise_sdr, nsdr
+from dannasep.evaluation.scores import aggregate, aggregate_nsdr, evaluate_track, track_scores
 
 SR = SAMPLE_RATE
 
@@ -245,7 +246,7 @@ def test_stem_mp4_references_read_as_musdb_reads_them(tmp_path):
     path.parent.mkdir()
     stempeg.write_stems(str(path), stems, sample_rate=SR, writer=stempeg.StreamsWriter(codec="aac"))
     track = musdb.DB(root=str(tmp_path), subsets="test").tracks[0]
-    references = evaluate_cli.read_references(path)
+    references = read_references(path)
     for s in SOURCES:
         np.testing.assert_array_equal(references[s], track.targets[s].audio)
     est = tmp_path / "est"
@@ -256,4 +257,4 @@ def test_stem_mp4_references_read_as_musdb_reads_them(tmp_path):
     assert _cli(["--estimates", str(est), "--references", str(path), "--out", str(out), "--mode", "sdr"]) == 0
     assert len(json.loads(out.read_text())["targets"]) == 4
     with pytest.raises(DataError, match="Missing.stem.mp4"):
-        evaluate_cli.read_references(tmp_path / "Missing.stem.mp4")
+        read_references(tmp_path / "Missing.stem.mp4")

@@ -12,8 +12,7 @@ import torch.nn.functional as F
 
 from dannasep.constants import SOURCES
 from dannasep.errors import ConfigError
-from dannasep.models import (MODELS, PAPER_ARCH, PAPER_KWARGS, TINY_KWARGS, Demucs, build_model,
-                             count_parameters)
+from dannasep.models import MODELS, PAPER_ARCH, PAPER_KWARGS, TINY_KWARGS, Demucs, build_model, count_parameters
 from dannasep.models.demucs import SincResample
 from dannasep.models.unet import D2Block, LocalAttention2d
 

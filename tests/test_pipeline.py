@@ -50,7 +50,7 @@ def test_scores_load_with_museval_and_fast_sdr_matches_museval(finished_run):
 
     from dannasep.audio import read_wav
     from dannasep.constants import SOURCES
-    from dannasep.metrics import framewise_sdr
+    from dannasep.evaluation.sdr import framewise_sdr
 
     cfg = _cfg(finished_run)
     score = next((finished_run / "results/scores/xumx/test").glob("*.json"))
@@ -73,7 +73,7 @@ def test_blended_system_scores_what_the_search_predicted(finished_run):
     """The blend search's predicted median SDR equals the fast-SDR median of the blended files."""
     from dannasep.audio import read_wav
     from dannasep.constants import SOURCES
-    from dannasep.metrics import framewise_sdr
+    from dannasep.evaluation.sdr import framewise_sdr
 
     cfg = _cfg(finished_run)
     weights = yaml.safe_load((finished_run / "results/blend/weights.yaml").read_text())

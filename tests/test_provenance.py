@@ -21,12 +21,13 @@ import torch
 import yaml
 
 from conftest import TEST_NAMES, make_musdb_tree
-from dannasep import audit, cli
+from dannasep import cli
+from dannasep.provenance import audit
 from dannasep.checkpoint import build_record, save_final, torch_save_atomic
 from dannasep.constants import SOURCES
 from dannasep.data.manifest import write_manifest
 from dannasep.models import TINY_KWARGS, build_model
-from dannasep.provenance_info import code_state
+from dannasep.provenance.code_state import code_state
 
 COMPONENTS = ("xumx", "demucs")
 BLEND = "mix"

@@ -24,11 +24,11 @@ import pytest
 import soundfile as sf
 import yaml
 
-from dannasep import blend as blend_cli
+from dannasep.blend import cli as blend_cli
 from dannasep.constants import SAMPLE_RATE, SOURCES
 from dannasep.errors import DataError
 from dannasep.io import write_json
-from dannasep.metrics import evaluate_track
+from dannasep.evaluation.scores import evaluate_track
 from dannasep.models import TINY_KWARGS, build_model
 from dannasep.report import cli as report_cli
 from dannasep.report import figures, published, tables

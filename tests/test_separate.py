@@ -1,4 +1,4 @@
-"""Chunked separation (dannasep.separate): overlap-add against whole-signal references.
+"""Chunked separation (dannasep.separation): overlap-add against whole-signal references.
 
 Stand-in models with known outputs make the expected result computable without the chunking:
 memoryless linear maps (per-source channel-mixing matrices) must come out exactly (to float32
@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from dannasep.constants import SAMPLE_RATE, SOURCES
-from dannasep.separate import (ChunkInference, crossfade_window, overlap_add, separate_array,
-                               separate_file)
+from dannasep.separation.chunking import crossfade_window, overlap_add
+from dannasep.separation.inference import ChunkInference, separate_array
+from dannasep.separation.files import separate_file
 
 N_SOURCES = len(SOURCES)
 

@@ -21,13 +21,7 @@ from dannasep import cli
 from dannasep.constants import SAMPLE_RATE, SOURCES, STEMS
 from dannasep.data import validate
 from dannasep.data.manifest import build_manifest, write_manifest
-from dannasep.data.validate import (
-    check_dataset,
-    check_stems_dataset,
-    declared_data_end,
-    mixture_residual,
-    validate_or_raise,
-)
+from dannasep.data.validate import check_dataset, check_stems_dataset, declared_data_end, mixture_residual, validate_or_raise
 from dannasep.errors import DataError
 
 TRACK = TRAIN_NAMES[0]

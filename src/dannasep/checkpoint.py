@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from .errors import DataError
-from .io import atomic_path, sha256_file, write_json  # noqa: F401  (sha256_file re-exported)
-from .provenance_info import code_state, package_versions
+from .io import atomic_path, sha256_file, write_json
+from .provenance.code_state import code_state, package_versions
 
 FORMAT = "dannasep-checkpoint/1"
 

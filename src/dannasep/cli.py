@@ -21,12 +21,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fetch": ("dannasep.data.fetch", "download MUSDB18-HQ or the official X-UMX weights (resumable, checksummed)"),
     "validate": ("dannasep.data.validate", "check a MUSDB18-HQ folder (or compressed MUSDB18) and write its manifest"),
     "train": ("dannasep.training.cli", "train one system (resumable, DDP-ready) and write its checkpoint"),
-    "separate": ("dannasep.separate", "separate one track with a trained system (chunked, bounded memory)"),
-    "evaluate": ("dannasep.evaluate", "score a separated track with museval BSS Eval v4 or the exact fast SDR (museval JSON)"),
-    "blend": ("dannasep.blend", "search blend weights exactly on a simplex grid, or apply them"),
+    "separate": ("dannasep.separation.cli", "separate one track with a trained system (chunked, bounded memory)"),
+    "evaluate": ("dannasep.evaluation.cli", "score a separated track with museval BSS Eval v4 or the exact fast SDR (museval JSON)"),
+    "blend": ("dannasep.blend.cli", "search blend weights exactly on a simplex grid, or apply them"),
     "report": ("dannasep.report.cli", "the paper's tables and figures from the results (CSV, Markdown, LaTeX, HTML; PNG, PDF)"),
-    "audit": ("dannasep.audit", "trace a table number to its checkpoint, config, data and commit; verify every hash"),
-    "inspect": ("dannasep.inspect_checkpoint", "print what a checkpoint records (model, config, data, commit, scores)"),
+    "audit": ("dannasep.provenance.audit", "trace a table number to its checkpoint, config, data and commit; verify every hash"),
+    "inspect": ("dannasep.provenance.inspect", "print what a checkpoint records (model, config, data, commit, scores)"),
 }
 
 

@@ -43,8 +43,8 @@ import torch
 from torch import nn
 
 from dannasep import dsp
-from dannasep.constants import SOURCES
-from dannasep.separator import tf_estimates
+from .constants import SOURCES
+from .separation.separator import tf_estimates
 
 
 def source_combinations(n_sources: int = len(SOURCES)) -> tuple[tuple[int, ...], ...]:

@@ -91,7 +91,7 @@ def _run_models(args):
 
 
 def _run_tables(args) -> int:
-    from ..blend import load_weights
+    from ..blend.weights import load_weights
     from .tables import write_all_tables
 
     weights = _optional_input(args.weights, DEFAULT_WEIGHTS, "blend weights file")
@@ -119,7 +119,7 @@ def _load_grid(path: Path | None):
 
 
 def _run_figures(args) -> int:
-    from . import figures
+    from ..report import figures
     from .tables import results_table
 
     scores = _scores(args)

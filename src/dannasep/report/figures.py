@@ -24,7 +24,7 @@ import pandas as pd  # noqa: E402
 
 from ..constants import SOURCES  # noqa: E402
 from ..io import atomic_path  # noqa: E402
-from . import published as pub  # noqa: E402
+from ..report import published as pub  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ rounded by the authors). Nothing is derived, so a test can compare against these
 
 from __future__ import annotations
 
-from ..blend import PAPER_WEIGHTS
+from ..blend.weights import PAPER_WEIGHTS
 from ..constants import SOURCES
 
 # Row order and labels of the paper's results table; each row is one system of the pipeline.

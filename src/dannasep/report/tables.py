@@ -23,7 +23,7 @@ import pandas as pd
 from ..constants import SOURCES
 from ..errors import DataError
 from ..io import write_json, write_text
-from . import published as pub
+from ..report import published as pub
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def load_system_scores(scores_root: str | os.PathLike, system: str, folder: str 
                        tracks: Sequence[str] | None = None) -> SystemScores | None:
     """Read `<scores_root>/<system>/<folder>/<track>.json` (all tracks there when `tracks` is
     None); None when the system has no score file at all."""
-    from ..metrics import aggregate, aggregate_nsdr, track_scores
+    from ..evaluation.scores import aggregate, aggregate_nsdr, track_scores
 
     files, expected = _score_files(Path(scores_root) / system / folder, tracks)
     if not files:

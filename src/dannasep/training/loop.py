@@ -27,7 +27,7 @@ from .. import checkpoint as ckpt
 from ..constants import SOURCES
 from ..errors import ConfigError
 from ..io import atomic_path
-from . import distributed
+from ..training import distributed
 from .objectives import compute_loss
 from .sampler import ResumableSampler
 from .state import config_fingerprint, load_state, save_state

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from ..constants import SOURCES
-from ..metrics import framewise_sdr
-from ..separate import separate_array
+from ..evaluation.sdr import framewise_sdr
+from ..separation.inference import separate_array
 
 
 def _median_sdr(references: np.ndarray, estimates: np.ndarray) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Provenance graph and verification: trace every score back to what produced it, re-hashing
-every file on the way (what each step records: dannasep.provenance_records).
+every file on the way (what each step records: dannasep.provenance.records).
 
 `Tracer` follows score -> estimates -> separation (or blend -> every component) -> checkpoint
 (identified by its content hash) -> train config, dataset manifest, commit, and compares every
@@ -26,9 +26,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from .constants import SOURCES
-from .errors import DannasepError
-from .provenance_records import sha256_file
+from ..constants import SOURCES
+from ..errors import DannasepError
+from .records import sha256_file
 
 FORMAT = "dannasep-provenance/1"
 SDR_TOLERANCE_DB = 1e-4  # museval's JSON keeps 1e-5 dB
@@ -51,7 +51,7 @@ def _clean(obj):
 
 
 def _git_knows(commit: str) -> bool:
-    from .provenance_info import REPO_ROOT
+    from .code_state import REPO_ROOT
 
     try:
         return subprocess.run(["git", "-C", str(REPO_ROOT), "cat-file", "-e", f"{commit}^{{commit}}"],
@@ -144,7 +144,7 @@ class Tracer:
         doc = self.load_json(nid, path)
         if doc is None:
             return nid
-        from .metrics import track_scores
+        from ..evaluation.scores import track_scores
 
         table = track_scores([self.resolve(path)])["SDR"]
         self.node(nid, sdr={t: float(v) for (_, t), v in table.items()})
@@ -203,7 +203,7 @@ class Tracer:
         return nid
 
     def trace_blend(self, path, doc: dict) -> str:
-        from .blend import PAPER_WEIGHTS
+        from ..blend.weights import PAPER_WEIGHTS
 
         if f"blend:{path}" in self.nodes:
             return f"blend:{path}"
@@ -271,7 +271,7 @@ class Tracer:
     def manifest(self) -> dict:
         """results/data/manifest.json (checked once: its file list must hash to its manifest_hash)."""
         if self._manifest is None:
-            from .data.manifest import manifest_hash
+            from ..data.manifest import manifest_hash
 
             path = self.results / "data" / "manifest.json"
             try:
@@ -349,8 +349,8 @@ class Tracer:
         """Recompute the framewise SDR from the files on disk and compare with the score file."""
         import numpy as np
 
-        from .evaluate import read_estimates, read_references
-        from .metrics import evaluate_track
+        from ..evaluation.references import read_estimates, read_references
+        from ..evaluation.scores import evaluate_track
 
         try:
             fresh = evaluate_track(read_references(self.resolve(prov["references"]["path"])),
@@ -371,7 +371,7 @@ class Tracer:
     # -- table cells --------------------------------------------------------------------------
     def add_system(self, system: str, folder: str, tracks=None, sources=SOURCES) -> list[str]:
         """Cells of one table row (median over tracks of the median over frames, and their avg)."""
-        from .metrics import aggregate
+        from ..evaluation.scores import aggregate
 
         files = [self.local(f) for f in score_files(self.results, system, folder, tracks)]
         present = [f for f in files if self.resolve(f).is_file()]
@@ -439,6 +439,6 @@ def trace_score_file(path, results_dir="results", rescore: bool = False) -> dict
 
 
 def write_graph(graph: dict, path) -> None:
-    from .io import write_json
+    from ..io import write_json
 
     write_json(path, graph)

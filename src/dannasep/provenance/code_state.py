@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 PACKAGES = ("torch", "numpy", "soundfile", "musdb", "museval", "pandas", "snakemake", "dannasep")
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 @functools.lru_cache(maxsize=1)

@@ -7,7 +7,7 @@
   evaluate  the score JSON's "provenance" (`score_record`): estimates as scored, their
             provenance.json, the references, the manifest hash, mode, commit, versions
 
-`dannasep.provenance` follows these records back and re-checks every hash.
+`dannasep.provenance.graph` follows these records back and re-checks every hash.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import json
 import os
 from pathlib import Path
 
-from .constants import SOURCES
-from .errors import DataError
-from .io import sha256_file  # noqa: F401  (re-exported: provenance imports it from here)
+from ..constants import SOURCES
+from ..errors import DataError
+from ..io import sha256_file
 
 SCORE_FORMAT = "dannasep-score-provenance/1"
 
@@ -50,7 +50,7 @@ def references_record(path: str | os.PathLike) -> dict:
 def score_record(*, track: str, estimates: Path, references: Path, mode: str, nsdr: bool,
                  manifest: Path | None = None) -> dict:
     """The "provenance" entry of a score JSON (hash the estimates before reading them)."""
-    from .provenance_info import code_state, package_versions
+    from .code_state import code_state, package_versions
 
     manifest_hash = None
     if manifest:
@@ -74,7 +74,7 @@ def score_record(*, track: str, estimates: Path, references: Path, mode: str, ns
 def blend_record(*, system: str, subset: str, track: str, weights, table: dict, components: dict,
                  written: Path, sources=SOURCES) -> dict:
     """provenance.json of blended estimates; `written`: the folder holding the new <source>.wav."""
-    from .provenance_info import code_state, package_versions
+    from .code_state import code_state, package_versions
 
     paper = str(weights) == "paper"
     return {"kind": "blend", "system": system, "subset": subset, "track": track,

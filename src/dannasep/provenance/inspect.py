@@ -33,7 +33,7 @@ def describe(record: dict) -> dict:
 def run(args) -> int:
     from pathlib import Path
 
-    from .checkpoint import load_checkpoint, resolve_pointer, sha256_file
+    from ..checkpoint import load_checkpoint, resolve_pointer, sha256_file
 
     path = Path(args.checkpoint)
     if path.suffix == ".json":

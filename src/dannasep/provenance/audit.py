@@ -15,8 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-from .constants import SOURCES, SUBSETS
-from .errors import DannasepError
+from ..constants import SOURCES, SUBSETS
+from ..errors import DannasepError
 
 CELL_SOURCES = SOURCES + ("avg",)
 HASH_IDS = ("checkpoint", "config", "dataset", "commit")  # node kinds whose id is a hash
@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _graph(args) -> dict:
-    from .provenance import Tracer, build_graph, trace_score_file
+    from .graph import Tracer, build_graph, trace_score_file
 
     if args.systems:
         if args.target:
@@ -168,7 +168,7 @@ def problem_lines(graph: dict) -> list[str]:
 
 
 def run(args) -> int:
-    from .provenance import write_graph
+    from .graph import write_graph
 
     graph = _graph(args)
     if args.out:

@@ -1,0 +1,2 @@
+"""Blend: the exact weight search over per-window statistics (search), weights files and
+applying them (weights), the CLI."""

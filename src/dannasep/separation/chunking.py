@@ -1,0 +1,52 @@
+"""Overlapping chunks with a linear cross-fade: the separated signal comes out in final blocks,
+so memory depends on the chunk length, not on the track length.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+
+
+def crossfade_window(length: int, fade: int, fade_in: bool, fade_out: bool) -> np.ndarray:
+    """Weights of one chunk: linear ramps of `fade` samples where neighbours overlap."""
+    w = np.ones(length, dtype=np.float64)
+    if fade > 0:
+        ramp = (np.arange(fade, dtype=np.float64) + 0.5) / fade
+        if fade_in:
+            w[:fade] = ramp
+        if fade_out:
+            w[-fade:] = ramp[::-1]
+    return w
+
+
+def overlap_add(read: Callable[[int, int], np.ndarray], n_samples: int, infer: Callable[[np.ndarray], np.ndarray],
+                chunk: int, overlap: int) -> Iterator[np.ndarray]:
+    """Yield the separated signal in consecutive final blocks.
+
+    read(start, stop) -> mixture [samples, channels] (zero-padded past the end);
+    infer(mix [samples, channels]) -> estimates [sources, samples, channels].
+    Each yielded block is [sources, block_samples, channels]; blocks concatenate to n_samples.
+    """
+    chunk = min(chunk, max(n_samples, 1))
+    overlap = min(overlap, chunk // 2)
+    hop = chunk - overlap
+    acc = norm = None
+    start = 0
+    while start < n_samples:
+        stop = min(start + chunk, n_samples)
+        est = infer(read(start, stop))
+        length = stop - start
+        w = crossfade_window(length, overlap, fade_in=start > 0, fade_out=stop < n_samples)
+        if acc is None:
+            acc = np.zeros((est.shape[0], chunk, est.shape[2]), dtype=np.float64)
+            norm = np.zeros(chunk, dtype=np.float64)
+        acc[:, :length] += est[:, :length] * w[None, :, None]
+        norm[:length] += w
+        final = length if stop >= n_samples else hop
+        yield (acc[:, :final] / norm[None, :final, None]).astype(np.float32)
+        acc = np.concatenate([acc[:, final:], np.zeros_like(acc[:, :final])], axis=1)
+        norm = np.concatenate([norm[final:], np.zeros(final)])
+        start += hop if stop < n_samples else length
+
