@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TEST_CONFIG = ".test/config/config.yaml"
 SETTINGS = "results/config.yaml"  # the merged config the `config` stage writes; DVC's params
-CODE_DEPS = {"src/dannasep", "workflow", "Snakefile"}
-SYSTEMS = ("xumx_baseline", "xumx", "unet", "demucs_baseline", "demucs")
-SNAKEMAKE_STAGES = {"data", *(f"train@{s}" for s in SYSTEMS), "separate_evaluate", "blend", "report"}
+SYSTEMS = tuple(yaml.safe_load((ROOT / "config/config.yaml").read_text())["models"])
+TRAIN_STAGES = {f"train_{s}" for s in SYSTEMS}
+SNAKEMAKE_STAGES = {"data", *TRAIN_STAGES, "separate_evaluate", "blend", "report"}
 ALL_STAGES = {"config", *SNAKEMAKE_STAGES}
 # Every job of the pipeline: the default target and the report rules.
 WHOLE_PIPELINE = "snakemake all tables figures provenance --configfile {config}"
@@ -189,7 +189,7 @@ def _lookup(config: dict, dotted: str):
 
 def _pretrained_exception(config: str, path: str) -> bool:
     """The official X-UMX weights (paper config only) are cached by the data stage in
-    resources/ but are no dep of train@xumx: a dvc.yaml dep cannot depend on the config, and a
+    resources/ but are no dep of train_xumx: a dvc.yaml dep cannot depend on the config, and a
     dep that is absent under the default config would stop DVC. The weights are pinned by
     their sha256 (`dannasep fetch xumx-weights` refuses another file)."""
     return config == "config/paper.yaml" and path.startswith("resources/pretrained/")
@@ -226,11 +226,16 @@ def test_dvc_stages_are_the_snakemake_phases(fresh_copy, config):
     dags = _snakemake_dags(fresh_copy, [*commands.values(), whole])
     key = lambda job: (job["rule"], tuple(job["output"]))  # noqa: E731
     jobs = {name: {key(j): j for j in dags[cmd]["jobs"]} for name, cmd in commands.items()}
-    # A stage's phase: its jobs minus those of the stages it builds on (through its deps).
+    # A stage's phase: its jobs minus those of the stages it builds on (through its deps). The
+    # training stages share one command (all trainings at once): each owns the jobs writing
+    # into its outs.
     phases = {}
     for name, own in jobs.items():
         upstream = set().union(*(set(jobs[other]) for other in _upstream(stages, name)))
         phases[name] = {k: j for k, j in own.items() if k not in upstream}
+        if name in TRAIN_STAGES:
+            phases[name] = {k: j for k, j in phases[name].items()
+                            if all(any(_covers(o, f) for o in stages[name]["outs"]) for f in _written(j))}
         assert phases[name], f"stage {name} runs no job of its own under {config}"
     # Together the phases are the whole pipeline, each job in exactly one phase.
     everything = {key(j) for j in dags[whole]["jobs"] if j["output"]}
@@ -257,11 +262,15 @@ def test_dvc_stages_are_the_snakemake_phases(fresh_copy, config):
         stale = [o for o in outs if not any(_covers(o, f) for f in written)]
         assert not stale, f"{name}: outs no job of the phase writes: {stale}"
 
-        # Deps: the code, plus every file the phase reads from another phase.
+        # Deps: the code (test_dvc_yaml_is_generated_from_the_declaration), plus every file the
+        # phase reads from another phase.
         deps = stage["deps"]
-        assert CODE_DEPS <= set(deps), f"{name}: code deps missing"
-        data_deps = [d for d in deps if d not in CODE_DEPS]
-        reads = {f for job in phases[name].values() for f in job["input"] if f not in written}
+        data_deps = [d for d in deps if d.startswith(("results/", "resources/"))]
+        code_read = {f for job in phases[name].values() for f in job["input"] if f.startswith("src/")}
+        assert not [f for f in code_read if not any(_covers(d, f) for d in deps)], (
+            f"{name}: a rule's code inputs are not the stage's code deps")
+        reads = {f for job in phases[name].values() for f in job["input"]
+                 if f not in written and not f.startswith("src/")}
         missing = sorted(f for f in reads if not any(_covers(d, f) for d in data_deps)
                          and not _pretrained_exception(config, f))
         assert not missing, (
@@ -299,10 +308,96 @@ def test_dvc_stages_are_the_snakemake_phases(fresh_copy, config):
 def test_each_training_stage_tracks_only_its_own_model(fresh_copy):
     stages = _dvc_stages(fresh_copy)
     for system in SYSTEMS:
-        keys = stages[f"train@{system}"]["params"][SETTINGS]
+        keys = stages[f"train_{system}"]["params"][SETTINGS]
         assert {k for k in keys if k.startswith("models")} == {f"models.{system}"}, keys
         # The data stage stops before every training rule.
         assert f"train_{system}" in shlex.split(stages["data"]["cmds"][-1])
+
+
+def test_dvc_yaml_is_generated_from_the_declaration():
+    out = subprocess.run([sys.executable, str(ROOT / "workflow/scripts/dvc_yaml.py"), "--check"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
+def test_code_deps_follow_imports_and_keep_models_apart():
+    from dannasep.provenance.code_deps import stage_code
+
+    xumx = stage_code("train", archs=["xumx"])
+    unet = stage_code("train", archs=["unet"])
+    assert "src/dannasep/models/xumx.py" in xumx and "src/dannasep/models/unet.py" not in xumx
+    assert "src/dannasep/models/unet.py" in unet and "src/dannasep/models/xumx.py" not in unet
+    # followed through function-level imports: the trainer validates with separate_array
+    assert "src/dannasep/separation/inference.py" in xumx and "src/dannasep/losses.py" in xumx
+    report = stage_code("report")
+    assert "src/dannasep/report/figures.py" in report and "src/dannasep/report/figures.py" not in xumx
+    assert not any(f.startswith("src/dannasep/training/") for f in report)
+
+
+def test_code_deps_cover_what_a_training_really_imports(tmp_path):
+    """Static closure vs. the modules a real (tiny) training run loads."""
+    from conftest import make_musdb_tree
+    from dannasep.provenance.code_deps import stage_code
+
+    root = make_musdb_tree(tmp_path / "data", seconds=1.5)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({"models": {"xumx": {
+        "arch": "xumx", "loss": "multidomain",
+        "kwargs": {"n_fft": 512, "hop_length": 128, "max_bin": 100, "hidden_size": 8, "nb_layers": 1},
+        "train": {"epochs": 1, "max_steps": 1, "batch_size": 1, "samples_per_track": 1,
+                  "segment_seconds": 0.5, "loss_precision": "float32", "valid_tracks": 1}}}}))
+    script = (
+        "import sys; from dannasep import cli\n"
+        f"rc = cli.main(['train', '--config', {str(cfg)!r}, '--system', 'xumx', '--root', {str(root)!r},"
+        f" '--out-dir', {str(tmp_path / 'ck')!r}, '--pointer', {str(tmp_path / 'p.json')!r},"
+        f" '--curve', {str(tmp_path / 'c.csv')!r}, '--no-progress'])\n"
+        "print('\\n'.join(m.__file__ for n, m in list(sys.modules.items())"
+        " if n.split('.')[0] == 'dannasep' and getattr(m, '__file__', None)))\n"
+        "sys.exit(rc)\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300, env={**_env(ROOT), "PYTHONPATH": str(ROOT / "src")})
+    assert out.returncode == 0, out.stderr[-3000:]
+    loaded = {str(Path(f).resolve().relative_to(ROOT)) for f in out.stdout.split() if f.endswith(".py")}
+    declared = set(stage_code("train", archs=["xumx"]))
+    assert loaded and loaded <= declared, sorted(loaded - declared)
+
+
+def _stale_stages(repo: Path, env: dict) -> set[str]:
+    return set(json.loads(_run(["dvc", "status", "--json"], repo, env).stdout))
+
+
+@slow
+def test_an_edit_reruns_only_the_stages_that_run_the_edited_code(tmp_path):
+    """dvc status after editing one module, on a lock recorded over placeholder outputs (what a
+    finished run leaves: DVC compares deps, so the outputs' content does not matter here)."""
+    repo = _copy_repo(tmp_path / "repo")
+    env = _env(repo)
+    stages = _dvc_stages(repo)
+    _run(shlex.split(stages["config"]["cmds"][0]), repo, env)
+    for stage in stages.values():
+        for out in stage["outs"]:
+            path = repo / out
+            if not path.exists():
+                is_dir = not Path(out).suffix or out in ("resources",)
+                target = path / "placeholder" if is_dir else path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(out)
+    _run(["dvc", "commit", "-f", "-q"], repo, env, timeout=300)
+    assert _stale_stages(repo, env) == set()
+
+    figures = repo / "src/dannasep/report/figures.py"
+    original = figures.read_text()
+    figures.write_text(original + "\n# an unrelated edit\n")
+    assert _stale_stages(repo, env) == {"report"}
+    figures.write_text(original)
+    assert _stale_stages(repo, env) == set()
+
+    model = repo / "src/dannasep/models/xumx.py"
+    model.write_text(model.read_text() + "\n# an edit to the X-UMX model\n")
+    xumx_stages = {f"train_{s}" for s in SYSTEMS
+                   if yaml.safe_load((repo / "config/config.yaml").read_text())["models"][s]["arch"] == "xumx"}
+    assert xumx_stages == {"train_xumx_baseline", "train_xumx"}
+    assert _stale_stages(repo, env) == xumx_stages | {"separate_evaluate", "report"}
 
 
 def test_settings_script_names_a_missing_config(tmp_path):

@@ -71,6 +71,11 @@ def save_final(record: dict, out_dir: str | os.PathLike, pointer: str | os.PathL
         "code": record["code"],
         "seed": record["seed"],
     })
+    # Earlier final checkpoints of this system (the folder persists across DVC reruns so that a
+    # killed training resumes): only the one the pointer names is kept.
+    for stale in out_dir.glob(f"{record['system']}-*.pt"):
+        if stale != final:
+            stale.unlink()
     return final
 
 

@@ -5,6 +5,7 @@ from snakemake.exceptions import WorkflowError
 
 from dannasep.config import validate_config
 from dannasep.errors import ConfigError
+from dannasep.provenance.code_deps import system_code
 
 try:
     _validated = validate_config(config, source="config (config/config.yaml + --configfile/--config)")

@@ -48,6 +48,8 @@ for _system in SYSTEMS:
             f"train_{_system}"
         input:
             manifest=DATASET_MANIFEST,
+            # The code this training runs: editing it retrains this system (as DVC's stage would).
+            code=system_code(config, _system, with_workflow=False),
             pretrained=(
                 config["pretrained"]["xumx"]["path"]
                 if config["models"][_system]["init"] == "official_xumx"

@@ -8,12 +8,45 @@ have `n_fft` and `hop_length` for the shared STFT (Hann window, center=True).
 
 from __future__ import annotations
 
-from ..errors import ConfigError
-from .demucs import Demucs
-from .unet import UNet
-from .xumx import XUMX
+import importlib
+from collections.abc import Mapping
 
-MODELS = {"xumx": XUMX, "unet": UNet, "demucs": Demucs}
+from ..errors import ConfigError
+
+# name -> "module:Class". Classes are imported when first asked for, so a step imports (and,
+# for DVC and Snakemake, depends on: dannasep.provenance.code_deps) only the models it builds.
+_REGISTRY = {"xumx": "xumx:XUMX", "unet": "unet:UNet", "demucs": "demucs:Demucs"}
+
+
+def _load(spec: str):
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+
+
+class _Registry(Mapping):
+    """Read-only name -> model class mapping over `_REGISTRY`, importing on access."""
+
+    def __getitem__(self, name):
+        return _load(_REGISTRY[name])
+
+    def __iter__(self):
+        return iter(_REGISTRY)
+
+    def __len__(self):
+        return len(_REGISTRY)
+
+
+MODELS = _Registry()
+
+# config `init:` value -> "module:function" returning a model with the published weights
+_INITIALISERS = {"official_xumx": "xumx_import:load_official_xumx"}
+
+
+def load_initialiser(init: str):
+    """The function that loads the pretrained model named by a system's `init:` setting."""
+    if init not in _INITIALISERS:
+        raise ConfigError(f"unknown init {init!r}; known: {', '.join(_INITIALISERS)}")
+    return _load(_INITIALISERS[init])
 
 # The authors' settings (their configs and model code; REFERENCE.md section 2).
 PAPER_KWARGS: dict[str, dict] = {
@@ -61,6 +94,13 @@ def build_model(name: str, **kwargs):
 def count_parameters(model) -> int:
     """Number of trainable parameters (what the paper's model sizes count)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def __getattr__(name):  # `from dannasep.models import XUMX` still works, lazily
+    for spec in _REGISTRY.values():
+        if spec.endswith(f":{name}"):
+            return _load(spec)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["MODELS", "PAPER_KWARGS", "PAPER_ARCH", "TINY_KWARGS", "build_model",

@@ -27,6 +27,7 @@ from .. import checkpoint as ckpt
 from ..constants import SOURCES
 from ..errors import ConfigError
 from ..io import atomic_path
+from ..provenance.code_deps import files_hash, system_code
 from ..training import distributed
 from .objectives import compute_loss
 from .sampler import ResumableSampler
@@ -81,9 +82,9 @@ def _init_weights(model, system_cfg: dict, pretrained: str | None) -> None:
         return
     if not pretrained:
         raise ConfigError("init: official_xumx needs the official weights file (--pretrained)")
-    from ..models.xumx_import import load_official_xumx
+    from ..models import load_initialiser
 
-    official = load_official_xumx(pretrained)
+    official = load_initialiser(system_cfg["init"])(pretrained)
     if official.kwargs != model.kwargs:
         raise ConfigError(f"{pretrained}: the official X-UMX has kwargs {official.kwargs}, the configured model "
                           f"{model.kwargs}; use the paper's X-UMX kwargs with init: official_xumx")
@@ -144,7 +145,8 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
 
         ema = AveragedModel(core, multi_avg_fn=get_ema_multi_avg_fn(tcfg["ema_decay"]), use_buffers=True)
 
-    fingerprint = config_fingerprint(system_cfg, data_cfg)
+    code_hash = files_hash(system_code(cfg, system, with_workflow=False))
+    fingerprint = config_fingerprint(system_cfg, data_cfg, {"manifest": manifest_hash, "code": code_hash})
     state_path = out_dir / "last.pt"
     start_epoch, start_batch, step, history = 0, 0, 0, []
     state = load_state(state_path, fingerprint, set_aside=info.is_main)

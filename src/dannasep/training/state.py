@@ -19,12 +19,18 @@ log = logging.getLogger(__name__)
 NEUTRAL_TRAIN_KEYS = {"checkpoint_every", "valid_every", "valid_tracks", "threads", "runtime_min", "mem_mb"}
 
 
-def config_fingerprint(system_cfg: dict, data_cfg: dict) -> str:
-    """A hash of the settings that shape training; a resume state from other settings is stale."""
+def config_fingerprint(system_cfg: dict, data_cfg: dict, inputs: dict | None = None) -> str:
+    """A hash of what shapes training; a resume state from anything else is stale.
+
+    inputs: further things the weights depend on, e.g. the dataset manifest hash and the hash of
+    the training code (dannasep.provenance.code_deps), so new data or edited model code start
+    afresh instead of resuming weights that other data or code produced.
+    """
     keep = {k: v for k, v in system_cfg.items() if k != "separate"}
     keep["train"] = {k: v for k, v in system_cfg.get("train", {}).items() if k not in NEUTRAL_TRAIN_KEYS}
     data = {k: v for k, v in data_cfg.items() if k != "num_workers"}
-    text = json.dumps({"system": keep, "data": data}, sort_keys=True, default=str)
+    text = json.dumps({"system": keep, "data": data, **({"inputs": inputs} if inputs else {})},
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
