@@ -48,7 +48,7 @@ def training_settings(cfg: dict, system: str) -> dict:
     model, train = cfg["models"][system], cfg["models"][system]["train"]
     return {"arch": model["arch"], "kwargs": model["kwargs"], "loss": model["loss"],
             "batch": train["batch_size"], "lr": train["lr"], "weight_decay": train["weight_decay"],
-            "segment": train["segment_seconds"] or cfg["data"]["segment_seconds"],
+            "segment": model["data"]["segment_seconds"],
             "amp": train["amp"]}
 
 

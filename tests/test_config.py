@@ -65,7 +65,7 @@ def test_paper_config_builds_the_paper_models():
 
     cfg = load_config(ROOT / "config" / "paper.yaml")
     expect = {"xumx_baseline": "xumx", "xumx": "xumx", "unet": "unet", "demucs": "demucs",
-              "demucs_baseline": "demucs_baseline_64"}
+              "demucs_baseline": "demucs_baseline"}  # demucs48_hq: 48 channels
     for system, paper_key in expect.items():
         model_cfg = cfg["models"][system]
         with torch.device("meta"):  # no memory for 265 M parameters

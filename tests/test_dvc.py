@@ -344,8 +344,9 @@ def test_code_deps_cover_what_a_training_really_imports(tmp_path):
     cfg.write_text(yaml.safe_dump({"models": {"xumx": {
         "arch": "xumx", "loss": "multidomain",
         "kwargs": {"n_fft": 512, "hop_length": 128, "max_bin": 100, "hidden_size": 8, "nb_layers": 1},
-        "train": {"epochs": 1, "max_steps": 1, "batch_size": 1, "samples_per_track": 1,
-                  "segment_seconds": 0.5, "loss_precision": "float32", "valid_tracks": 1}}}}))
+        "data": {"samples_per_track": 1, "segment_seconds": 0.5},
+        "train": {"epochs": 1, "max_steps": 1, "batch_size": 1, "loss_precision": "float32",
+                  "valid_tracks": 1}}}}))
     script = (
         "import sys; from dannasep import cli\n"
         f"rc = cli.main(['train', '--config', {str(cfg)!r}, '--system', 'xumx', '--root', {str(root)!r},"

@@ -229,7 +229,7 @@ def _checkpoint(repo: Path, system: str) -> dict:
     import torch
 
     pointer = json.loads((repo / f"results/checkpoints/{system}.json").read_text())
-    return torch.load(repo / pointer["checkpoint"], map_location="cpu", weights_only=False)
+    return torch.load(repo / pointer["checkpoint"], map_location="cpu", weights_only=True)
 
 
 @pytest.mark.slurm

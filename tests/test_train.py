@@ -20,8 +20,9 @@ from dannasep.training.state import config_fingerprint
 
 SYSTEM = {"arch": "demucs", "loss": "l1",
           "kwargs": {"channels": 4, "depth": 2, "lstm_layers": 1, "decoders": "per_source", "normalize": True},
+          "data": {"segment_seconds": 0.5, "samples_per_track": 6},
           "train": {"epochs": 2, "batch_size": 2, "lr": 0.001, "seed": 3, "checkpoint_every": 1,
-                    "segment_seconds": 0.5, "samples_per_track": 6, "valid_tracks": 1}}
+                    "valid_tracks": 1}}
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +61,13 @@ def test_killed_run_resumes_to_the_same_weights(dataset, tmp_path):
     state = killed / "ckpt" / "last.pt"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if state.is_file() and torch.load(state, weights_only=False)["step"] >= 2:
+        if state.is_file() and torch.load(state, weights_only=True)["step"] >= 2:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed / "demucs.json").exists(), "the run finished before it could be killed"
-    saved_step = torch.load(state, weights_only=False)["step"]
+    saved_step = torch.load(state, weights_only=True)["step"]
     assert saved_step >= 2
 
     resumed = subprocess.run(_train_cmd(cfg, killed), env=env, capture_output=True, text=True, timeout=300)

@@ -76,15 +76,37 @@ def _describe(error: jsonschema.ValidationError, source: str) -> str:
     return f"{source}: invalid value at {where}: {error.message}"
 
 
+def _merged(base: dict, override: dict) -> dict:
+    """`override` on top of `base`, nested mappings merged key by key."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else copy.deepcopy(value)
+    return out
+
+
+def _resolve_system_data(config: dict) -> None:
+    """Each system's `data:` = the shared `data:` with the system's own keys on top (in place)."""
+    base = config.get("data")
+    models = config.get("models")
+    if not isinstance(base, (dict, type(None))) or not isinstance(models, dict):
+        return  # the schema reports the wrong type
+    for system in models.values():
+        if isinstance(system, dict) and isinstance(system.get("data", {}), dict):
+            system["data"] = _merged(base or {}, system.get("data") or {})
+
+
 def validate_config(config: dict, source: str = "config") -> dict:
     """Return a validated copy of `config` with every default filled in.
 
+    Each system's `data:` becomes complete: the shared `data:` under its own keys, then defaults.
     Raises ConfigError naming `source` and the offending key.
     """
     schema = load_schema()
     config = copy.deepcopy(config) if config is not None else {}
     if not isinstance(config, dict):
         raise ConfigError(f"{source}: the configuration must be a mapping, got {type(config).__name__}")
+    _resolve_system_data(config)
     _fill_defaults(config, schema)
     validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))

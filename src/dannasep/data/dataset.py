@@ -26,8 +26,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..audio import read_wav
 from ..constants import CHANNELS, SAMPLE_RATE, SOURCES
 from ..errors import ConfigError, DataError
+from .augment import PitchTempo
 
-SPLITS = ("train", "valid")
+SPLITS = ("train", "valid", "train+valid")  # train+valid: all 100 training tracks (musdb split=None)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class SourceDraw:
     gain: float
     swap: bool  # left/right exchanged
     flip: bool  # sign inverted
+    semitones: int | None = None  # Danna-Sep pitch shift, None: not applied
+    speed: int | None = None  # Danna-Sep speed perturbation in percent, None: not applied
+    repitch: tuple[int, float] | None = None  # demucs v2 (semitones, tempo %) of the whole item
 
 
 def _missing_tracks_error(root: Path, split: str) -> DataError:
@@ -61,7 +65,7 @@ def _missing_tracks_error(root: Path, split: str) -> DataError:
 
 def list_tracks(root: str | os.PathLike, split: str = "train",
                 sources: Sequence[str] = SOURCES) -> list[TrackFiles]:
-    """Tracks of `split` ("train" or "valid") of MUSDB18-HQ's train subset under `root`.
+    """Tracks of `split` ("train", "valid" or "train+valid") of MUSDB18-HQ's train subset.
 
     Checks each stem's existence, sample rate and channel count (DataError naming the file).
     """
@@ -73,7 +77,8 @@ def list_tracks(root: str | os.PathLike, split: str = "train",
     if not (root / "train").is_dir():
         raise _missing_tracks_error(root, split)
     try:
-        db = musdb.DB(root=str(root), is_wav=True, subsets="train", split=split)
+        db = musdb.DB(root=str(root), is_wav=True, subsets="train",
+                      split=None if split == "train+valid" else split)
     except OSError as exc:  # musdb runs ffprobe on every mixture.wav
         raise DataError(f"{root}: musdb could not list the tracks ({exc}); musdb needs ffprobe "
                         "(ffmpeg) on PATH, and readable track folders") from None
@@ -133,6 +138,8 @@ class MUSDBTrainDataset(Dataset):
         sign_flip_p: float = 0.5,
         seed: int = 0,
         sources: Sequence[str] = SOURCES,
+        pitch_tempo: PitchTempo | None = None,
+        normalize_per_track: bool = False,
     ) -> None:
         _check_settings(segment_seconds, samples_per_track, gain_range, channel_swap_p,
                         sign_flip_p, seed, sources)
@@ -147,6 +154,9 @@ class MUSDBTrainDataset(Dataset):
         self.sign_flip_p = float(sign_flip_p)
         self.seed = int(seed)
         self.tracks = list_tracks(self.root, split, self.sources)
+        self.pitch_tempo = pitch_tempo or PitchTempo()
+        # demucs v2 (norm_wav): each track standardised by its mono mixture's mean and std
+        self.track_stats = [_mixture_stats(t) for t in self.tracks] if normalize_per_track else None
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     @classmethod
@@ -163,6 +173,8 @@ class MUSDBTrainDataset(Dataset):
             channel_swap_p=data_cfg.get("channel_swap_p", 0.5),
             sign_flip_p=data_cfg.get("sign_flip_p", 0.5),
             seed=seed,
+            pitch_tempo=PitchTempo.from_config(data_cfg),
+            normalize_per_track=data_cfg.get("normalize_per_track", False),
         )
 
     @property
@@ -191,6 +203,7 @@ class MUSDBTrainDataset(Dataset):
         gains = rng.uniform(*self.gain_range, size=n)
         swaps = rng.random(n) < self.channel_swap_p
         flips = rng.random(n) < self.sign_flip_p
+        semitones, speeds, item = self.pitch_tempo.draw(rng, n)
         if self.random_mix:
             tracks, fractions = random_tracks, offset_fractions
         else:  # one real excerpt: same track and offset for every source
@@ -201,7 +214,7 @@ class MUSDBTrainDataset(Dataset):
             span = max(0, self.tracks[tracks[k]].frames - self.segment_frames)
             offset = min(int(fractions[k] * (span + 1)), span)
             draws.append(SourceDraw(int(tracks[k]), offset, float(gains[k]), bool(swaps[k]),
-                                    bool(flips[k])))
+                                    bool(flips[k]), semitones[k], speeds[k], item))
         return tuple(draws)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,12 +223,22 @@ class MUSDBTrainDataset(Dataset):
         for k, d in enumerate(self.draw(index)):
             audio = read_segment(self.tracks[d.track].source_paths[k], d.offset,
                                  self.segment_frames)
+            if self.track_stats is not None:
+                mean, std = self.track_stats[d.track]
+                audio = (audio - np.float32(mean)) / np.float32(std)
             if d.swap:
                 audio = audio[::-1]
+            audio = self.pitch_tempo.apply(audio, d.semitones, d.speed, d.repitch)
             np.multiply(audio, np.float32(-d.gain if d.flip else d.gain), out=targets[k])
             # numpy, not torch.sum: torch's threaded reduction is 10x slower on a busy CPU
             mixture += targets[k]
         return torch.from_numpy(mixture), torch.from_numpy(targets)
+
+
+def _mixture_stats(track: TrackFiles) -> tuple[float, float]:
+    """Mean and std of a track's mono mixture (demucs v2's per-track normalisation)."""
+    mono = read_wav(Path(track.folder) / "mixture.wav", SAMPLE_RATE)[0].mean(axis=1, dtype=np.float64)
+    return float(mono.mean()), float(mono.std(ddof=1)) or 1.0
 
 
 def _check_settings(segment_seconds, samples_per_track, gain_range, channel_swap_p, sign_flip_p,

@@ -86,3 +86,16 @@ def barrier(info: DistInfo) -> None:
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def broadcast_value(value: float | None, info: DistInfo) -> float | None:
+    """The main rank's `value` on every rank (None travels as NaN; validation runs on rank 0 only,
+    and every rank's LR scheduler must step on the same value)."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([float("nan") if value is None else float(value)], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.broadcast(t, src=0)
+    out = float(t.item())
+    return None if out != out else out

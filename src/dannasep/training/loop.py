@@ -1,11 +1,18 @@
 """The training loop shared by every model.
 
-Adam with MultiStepLR or ReduceLROnPlateau from the config, mixed precision on GPU, gradient
-accumulation and clipping, optional EMA of weights, validation with the fast exact SDR, a CSV of
-losses and validation SDR per epoch, a progress bar, seeds, DDP (torchrun or srun). Resumable:
-the resume state is written atomically every `checkpoint_every` optimizer steps and at each
-epoch end; a killed job re-run with the same settings continues from it and reaches the same
-weights as an uninterrupted run (on CPU, where kernels are deterministic).
+Adam with the configured schedule (schedule.py), optional mixed precision on GPU (opt-in, as
+the authors used it for Demucs only), gradient accumulation and clipping, optional EMA of
+weights, validation with the fast exact SDR and, where a rule needs it, the validation loss; the
+checkpoint keeps the weights its selection rule picks (selection.py); a CSV of losses and
+validation scores per epoch, a progress bar, seeds, DDP (torchrun or srun).
+
+Accumulation counts micro-batches over the whole run, as the authors' trainer does (ignite's
+global iteration): an optimizer step follows every `accumulation`-th micro-batch, also across an
+epoch's end. The resume state is written only at optimizer-step boundaries (every
+`checkpoint_every` steps, at the first boundary after each epoch, on preemption, and at the
+end), where no gradient is pending, so a killed job re-run with the same settings reaches the
+same weights as an uninterrupted run for any accumulation (on CPU, where kernels are
+deterministic).
 """
 
 from __future__ import annotations
@@ -28,11 +35,15 @@ from ..constants import SOURCES
 from ..errors import ConfigError
 from ..io import atomic_path
 from ..provenance.code_deps import files_hash, system_code
+from ..provenance.code_state import code_state
 from ..training import distributed
+from .init import init_weights
 from .objectives import compute_loss
 from .sampler import ResumableSampler
+from .schedule import build_scheduler, is_plateau, plateau_value
+from .selection import BestWeights
 from .state import config_fingerprint, load_state, save_state
-from .validation import validate
+from .validation import validate, validation_loss
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +69,6 @@ def _device(gpus: int, info: distributed.DistInfo) -> torch.device:
     return torch.device("cpu")
 
 
-def _scheduler(optimizer, sched_cfg: dict):
-    kind = sched_cfg["kind"]
-    if kind == "multistep":
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, sched_cfg["milestones"], sched_cfg["gamma"])
-    if kind == "plateau":  # on the validation SDR: higher is better
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=sched_cfg["gamma"],
-                                                          patience=sched_cfg["patience"])
-    return None
-
-
 def _write_curve(path: Path, history: list[dict]) -> None:
     """Write the whole training curve atomically from the history kept in the resume state."""
     fields = list(dict.fromkeys(k for row in history for k in row))
@@ -77,19 +78,9 @@ def _write_curve(path: Path, history: list[dict]) -> None:
         writer.writerows(history)
 
 
-def _init_weights(model, system_cfg: dict, pretrained: str | None) -> None:
-    if system_cfg.get("init") != "official_xumx":
-        return
-    if not pretrained:
-        raise ConfigError("init: official_xumx needs the official weights file (--pretrained)")
-    from ..models import load_initialiser
-
-    official = load_initialiser(system_cfg["init"])(pretrained)
-    if official.kwargs != model.kwargs:
-        raise ConfigError(f"{pretrained}: the official X-UMX has kwargs {official.kwargs}, the configured model "
-                          f"{model.kwargs}; use the paper's X-UMX kwargs with init: official_xumx")
-    model.load_state_dict(official.state_dict())
-    log.info("initialised from the official X-UMX weights %s", pretrained)
+def _needs_valid_loss(tcfg: dict) -> bool:
+    sched = tcfg["scheduler"]
+    return tcfg["select"] == "best_valid_loss" or (sched["kind"] == "plateau" and sched.get("monitor") == "valid_loss")
 
 
 def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, pointer: str | Path,
@@ -99,12 +90,10 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
     from ..data.dataset import MUSDBTrainDataset, MUSDBValidDataset
     from ..models import build_model
 
+    started_code = code_state()  # before anything runs: a `git pull` during training is not this run
     system_cfg = cfg["models"][system]
     tcfg = system_cfg["train"]
-    data_cfg = dict(cfg["data"])
-    for key in ("segment_seconds", "samples_per_track"):
-        if tcfg[key] is not None:
-            data_cfg[key] = tcfg[key]
+    data_cfg = system_cfg["data"]  # the shared data: with this system's keys on top (config.py)
     out_dir, curve_csv = Path(out_dir), Path(curve_csv)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -115,7 +104,7 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
     seed = tcfg["seed"]
     torch.manual_seed(seed + info.rank)
 
-    dataset = MUSDBTrainDataset.from_config(root, data_cfg, seed=seed)
+    dataset = MUSDBTrainDataset.from_config(root, data_cfg, seed=seed, split=data_cfg["tracks"])
     sampler = ResumableSampler(len(dataset), seed, info.rank, info.world_size)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=tcfg["batch_size"], sampler=sampler, drop_last=True,
@@ -125,9 +114,10 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
         # run would see a shifted random stream.
         generator=torch.Generator().manual_seed(seed))
     valid_set = MUSDBValidDataset(root) if info.is_main else None
+    saw_valid = data_cfg["tracks"] == "train+valid"  # validation tracks were training data too
 
     model = build_model(system_cfg["arch"], **system_cfg["kwargs"])
-    _init_weights(model, system_cfg, pretrained)
+    init_record = init_weights(model, system_cfg, pretrained, dataset.tracks)
     model.to(device)
     if info.enabled and tcfg["sync_batchnorm"]:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -136,7 +126,7 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.Adam(core.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
-    scheduler = _scheduler(optimizer, tcfg["scheduler"])
+    scheduler = build_scheduler(optimizer, tcfg["scheduler"])
     use_amp = tcfg["amp"] and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
     ema = None
@@ -144,11 +134,12 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         ema = AveragedModel(core, multi_avg_fn=get_ema_multi_avg_fn(tcfg["ema_decay"]), use_buffers=True)
+    best = BestWeights(tcfg["select"])
 
     code_hash = files_hash(system_code(cfg, system, with_workflow=False))
     fingerprint = config_fingerprint(system_cfg, data_cfg, {"manifest": manifest_hash, "code": code_hash})
     state_path = out_dir / "last.pt"
-    start_epoch, start_batch, step, history = 0, 0, 0, []
+    start_epoch, start_batch, step, history, runs = 0, 0, 0, [], []
     state = load_state(state_path, fingerprint, set_aside=info.is_main)
     distributed.barrier(info)
     if state is not None:
@@ -160,40 +151,50 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
             scaler.load_state_dict(state["scaler"])
         if ema is not None and state["ema"] is not None:
             ema.load_state_dict(state["ema"])
+        best.load_state_dict(state.get("best"))
         torch.set_rng_state(state["torch_rng"])
         start_epoch, start_batch, step, history = (state["epoch"], state["batch_in_epoch"], state["step"],
                                                    state["history"])
+        runs = state.get("runs", [])
+        init_record = state.get("init", init_record)
         log.info("resuming %s from %s: epoch %d, batch %d, step %d", system, state_path, start_epoch,
                  start_batch, step)
+    # The code state of every process that worked on these weights (start and each resume).
+    runs = runs + [{"step": step, "epoch": start_epoch, "code": started_code,
+                    "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}]
 
     accum, max_steps = tcfg["accumulation"], tcfg["max_steps"]
     batches_per_epoch = len(dataset) // info.world_size // tcfg["batch_size"]
-    if batches_per_epoch < accum:
-        raise ConfigError(f"models.{system}.train: an epoch has {batches_per_epoch} batches, fewer than "
-                          f"accumulation={accum}; lower batch_size/accumulation or raise samples_per_track")
+    if batches_per_epoch < 1:
+        raise ConfigError(f"models.{system}: an epoch has no full batch ({len(dataset)} segments for "
+                          f"batch_size={tcfg['batch_size']}); raise data.samples_per_track")
     preempt = _Preemption()
 
     def snapshot(epoch, batch_in_epoch):
         if info.is_main:
             save_state(state_path, model=core, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                        ema=ema, epoch=epoch, batch_in_epoch=batch_in_epoch, step=step, history=history,
-                       fingerprint=fingerprint)
+                       fingerprint=fingerprint, extra={"best": best.state_dict(), "runs": runs,
+                                                        "init": init_record})
+
+    def micro_index(epoch, batch_in_epoch):  # global micro-batch count (ignite's iteration - 1)
+        return epoch * batches_per_epoch + batch_in_epoch
 
     finished = max_steps is not None and step >= max_steps
     epoch = start_epoch
+    pending_snapshot = False  # an epoch ended between two optimizer steps: save at the next one
     while epoch < tcfg["epochs"] and not finished:
         dataset.set_epoch(epoch)
-        skip = start_batch * tcfg["batch_size"] if epoch == start_epoch else 0
-        sampler.set_epoch(epoch, skip=skip)
+        first_batch = start_batch if epoch == start_epoch else 0
+        sampler.set_epoch(epoch, skip=first_batch * tcfg["batch_size"])
         model.train()
         t0, losses = time.time(), []
-        first_batch = start_batch if epoch == start_epoch else 0
         bar = tqdm(loader, total=batches_per_epoch - first_batch, disable=not (progress and info.is_main),
                    desc=f"{system} epoch {epoch + 1}/{tcfg['epochs']}", leave=False)
         batch_in_epoch = first_batch
         for mix, targets in bar:
             mix, targets = mix.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            boundary = (batch_in_epoch + 1) % accum == 0
+            boundary = (micro_index(epoch, batch_in_epoch) + 1) % accum == 0
             sync_ctx = model.no_sync() if info.enabled and not boundary else contextlib.nullcontext()
             with sync_ctx:
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
@@ -217,56 +218,73 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
                     ema.update_parameters(core)
                 step += 1
                 bar.set_postfix(loss=f"{loss.item():.4f}", step=step)
-                if step % tcfg["checkpoint_every"] == 0:
-                    snapshot(epoch, batch_in_epoch)
                 if max_steps is not None and step >= max_steps:
                     finished = True
-            if distributed.any_flag(preempt.signal is not None, info):
-                snapshot(epoch, batch_in_epoch)
-                distributed.barrier(info)
-                _requeue_or_exit(preempt.signal or signal.SIGUSR1, requeue=info.is_main)
+                if (step % tcfg["checkpoint_every"] == 0 or pending_snapshot) and not finished:
+                    snapshot(epoch, batch_in_epoch)
+                    pending_snapshot = False
+                if distributed.any_flag(preempt.signal is not None, info):
+                    snapshot(epoch, batch_in_epoch)
+                    distributed.barrier(info)
+                    _requeue_or_exit(preempt.signal or signal.SIGUSR1, requeue=info.is_main)
             if finished:
                 break
         bar.close()
-        epoch_done = batch_in_epoch >= batches_per_epoch - batches_per_epoch % accum
         train_loss = distributed.all_reduce_mean(sum(losses) / max(len(losses), 1), info)
         row = {"epoch": epoch + 1, "step": step, "train_loss": train_loss,
                "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - t0, 3)}
         if info.is_main and ((epoch + 1) % tcfg["valid_every"] == 0 or finished or epoch + 1 == tcfg["epochs"]):
-            scores = validate(ema.module if ema is not None else core, valid_set, system_cfg, device,
-                              max_tracks=tcfg["valid_tracks"])
+            weights = ema.module if ema is not None else core
+            scores = validate(weights, valid_set, system_cfg, device, max_tracks=tcfg["valid_tracks"])
             row.update({f"valid_sdr_{s}": scores[s] for s in SOURCES})
             row["valid_sdr_avg"] = scores["avg"]
             row["trivial_sdr_avg"] = scores["trivial_avg"]
-            log.info("%s epoch %d: loss %.4f, valid SDR %.2f dB (mixture/4: %.2f dB)", system, epoch + 1,
-                     train_loss, scores["avg"], scores["trivial_avg"])
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(scores["avg"] if math.isfinite(scores["avg"]) else -1e9)
+            if _needs_valid_loss(tcfg):
+                row["valid_loss"] = validation_loss(weights, valid_set, system_cfg, device,
+                                                    max_tracks=tcfg["valid_tracks"])
+            row["valid_in_training"] = saw_valid
+            best.update(epoch + 1, row, weights)
+            log.info("%s epoch %d: loss %.4f, valid SDR %.2f dB (mixture/4: %.2f dB)%s", system, epoch + 1,
+                     train_loss, scores["avg"], scores["trivial_avg"],
+                     " [the validation tracks were training tracks too]" if saw_valid else "")
+        if is_plateau(scheduler):
+            value = distributed.broadcast_value(plateau_value(tcfg["scheduler"], row), info)
+            if value is not None:
+                scheduler.step(value)
+        elif scheduler is not None:
+            scheduler.step()
         if info.is_main:
             history.append(row)
             _write_curve(curve_csv, history)
-        if scheduler is not None and not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step()
-        if epoch_done:
-            epoch, start_batch = epoch + 1, 0
-            snapshot(epoch, 0)
-        else:  # stopped by max_steps mid-epoch
+        if finished:  # by max_steps, at an optimizer step: nothing pending
             snapshot(epoch, batch_in_epoch)
+        else:
+            epoch, start_batch = epoch + 1, 0
+            # Saved now if no gradient is pending, else at the next optimizer step.
+            if micro_index(epoch, 0) % accum == 0:
+                snapshot(epoch, 0)
+            else:
+                pending_snapshot = True
         start_epoch = epoch
+    if pending_snapshot:  # the end: micro-batches after the last optimizer step are dropped
+        snapshot(epoch, 0)
 
     final = None
     if info.is_main:
-        weights = (ema.module if ema is not None else core).state_dict()
-        last = history[-1] if history else {}
-        scores = {k: v for k, v in last.items() if k.startswith(("valid_sdr", "trivial_sdr"))}
+        last_weights = (ema.module if ema is not None else core).state_dict()
+        weights, selected = best.chosen(last_weights, len(history))
+        last = next((r for r in reversed(history) if r.get("epoch") == selected["epoch"]), history[-1] if history else {})
+        scores = {k: v for k, v in last.items() if k.startswith(("valid_sdr", "trivial_sdr", "valid_loss"))}
         record = ckpt.build_record(
             system=system, model_name=system_cfg["arch"], model_class=type(core).__name__,
             model_kwargs=system_cfg["kwargs"], state_dict=weights,
             train_config={"system": system_cfg, "data": data_cfg}, seed=seed, manifest_hash=manifest_hash,
             scores=scores, training={"epochs": epoch, "steps": step, "world_size": info.world_size,
-                                     "device": device.type, "history": history})
+                                     "device": device.type, "history": history, "selected": selected,
+                                     "valid_in_training": saw_valid, "init": init_record,
+                                     "code_sha256": code_hash, "runs": runs})
         final = ckpt.save_final(record, out_dir, pointer)
-        log.info("wrote %s", final)
+        log.info("wrote %s (epoch %s: %s)", final, selected["epoch"], selected["reason"])
     distributed.barrier(info)
     distributed.cleanup(info)
     return final

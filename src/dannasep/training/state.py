@@ -35,9 +35,10 @@ def config_fingerprint(system_cfg: dict, data_cfg: dict, inputs: dict | None = N
 
 
 def save_state(path: Path, *, model, optimizer, scheduler, scaler, ema, epoch: int, batch_in_epoch: int,
-               step: int, history: list, fingerprint: str) -> None:
-    """Write the resume state atomically (model weights, optimizer, RNG...)."""
+               step: int, history: list, fingerprint: str, extra: dict | None = None) -> None:
+    """Write the resume state atomically (model weights, optimizer, RNG...; `extra` entries too)."""
     torch_save_atomic({
+        **(extra or {}),
         "fingerprint": fingerprint,
         "epoch": epoch,
         "batch_in_epoch": batch_in_epoch,
@@ -62,7 +63,9 @@ def load_state(path: Path, fingerprint: str, set_aside: bool = True) -> dict | N
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: the folder is a DVC output pulled from a shared remote; a planted pickle
+        # must not run code here (tensors, numbers, strings and containers load, nothing else)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a file damaged outside our atomic writes
         log.warning("%s: unreadable resume state (%s); starting from scratch", path, exc)
         _set_aside(path, ".corrupt", set_aside)
