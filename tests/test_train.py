@@ -135,3 +135,87 @@ def test_unknown_system_is_a_clear_error(dataset, tmp_path, capsys):
     args[args.index("demucs")] = "unet"
     assert cli_main(args) == 1
     assert "no system 'unet'" in capsys.readouterr().err
+
+
+# --- accumulation, selection, a planted resume state -----------------------------------------
+
+ACCUM = dict(SYSTEM, data={"segment_seconds": 0.5, "samples_per_track": 5},
+             train=dict(SYSTEM["train"], epochs=3, batch_size=1, accumulation=3, checkpoint_every=1))
+
+
+def test_accumulation_counts_micro_batches_across_epochs(dataset, tmp_path):
+    # 2 tracks x 5 segments / batch 1 = 10 micro-batches an epoch, not a multiple of 3
+    cfg = _write_config(tmp_path / "cfg.yaml", dataset, ACCUM)
+    out = tmp_path / "run"
+    assert cli_main(_train_cmd(cfg, out)[3:]) == 0
+    record = load_checkpoint(resolve_pointer(out / "demucs.json"))
+    steps = [row["step"] for row in record["training"]["history"]]
+    # global count: steps after micro-batches 3, 6, ..., 30 -> 3, 6, 10 at the epochs' ends
+    assert steps == [10 // 3, 20 // 3, 30 // 3]
+
+
+def test_killed_accumulating_run_resumes_to_the_same_weights(dataset, tmp_path):
+    cfg = _write_config(tmp_path / "cfg.yaml", dataset, ACCUM)
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run(_train_cmd(cfg, ref), check=True, env=env, capture_output=True, timeout=600)
+    proc = subprocess.Popen(_train_cmd(cfg, killed), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    state = killed / "ckpt" / "last.pt"
+    deadline = time.time() + 400
+    # kill in the second epoch, after the state saved at its first optimizer step (micro-batch 12)
+    while time.time() < deadline and proc.poll() is None:
+        if state.is_file() and torch.load(state, weights_only=True)["step"] >= 4:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "demucs.json").exists(), "the run finished before it could be killed"
+    saved = torch.load(state, weights_only=True)
+    assert saved["epoch"] >= 1 and saved["batch_in_epoch"] > 0  # mid-epoch
+    resumed = subprocess.run(_train_cmd(cfg, killed), env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = _weights(ref), _weights(killed)
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from the uninterrupted one"
+
+
+def test_the_checkpoint_holds_the_epoch_the_rule_selects(dataset, tmp_path):
+    from dannasep.data.dataset import MUSDBValidDataset
+    from dannasep.training.validation import validate
+
+    system = dict(SYSTEM, train=dict(SYSTEM["train"], epochs=4, lr=0.02, select="best_valid_sdr"))
+    cfg = _write_config(tmp_path / "cfg.yaml", dataset, system)
+    out = tmp_path / "run"
+    assert cli_main(_train_cmd(cfg, out)[3:]) == 0
+    record = load_checkpoint(resolve_pointer(out / "demucs.json"))
+    history = record["training"]["history"]
+    best = max(history, key=lambda r: r["valid_sdr_avg"])
+    selected = record["training"]["selected"]
+    assert selected["epoch"] == best["epoch"] and selected["rule"] == "best_valid_sdr"
+    assert record["scores"]["valid_sdr_avg"] == best["valid_sdr_avg"]
+    # recomputed from the checkpoint's weights: the selected epoch's score, not the last one's
+    again = validate(load_model(record), MUSDBValidDataset(dataset), validate_config(
+        {"models": {"demucs": system}})["models"]["demucs"], "cpu", max_tracks=1)
+    assert again["avg"] == pytest.approx(best["valid_sdr_avg"], abs=1e-9)
+    assert all(row["valid_in_training"] is False for row in history)
+
+
+def test_a_planted_resume_state_runs_no_code(dataset, tmp_path):
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    cfg = _write_config(tmp_path / "cfg.yaml", dataset, dict(SYSTEM, train=dict(SYSTEM["train"], epochs=1, max_steps=1)))
+    out = tmp_path / "run"
+    (out / "ckpt").mkdir(parents=True)
+    with open(out / "ckpt" / "last.pt", "wb") as f:  # what torch.save of such an object writes
+        torch.save({"fingerprint": Payload()}, f, pickle_module=pickle)
+    done = subprocess.run(_train_cmd(cfg, out), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists(), "loading last.pt ran the planted code"
+    assert "unreadable resume state" in done.stderr
+    assert (out / "ckpt" / "last.corrupt").is_file()
