@@ -1,102 +1,51 @@
-"""`dannasep fetch` against a local HTTP server: resume, retries, checksums, safe extraction.
+"""`dannasep fetch` against a local HTTP server (tests/fetch_server.py): resume with If-Range,
+retries, one fetch per file at a time, checks of the bytes on disk, full disks, checksum formats,
+and safe extraction (escaping members, archive bombs).
 
-The server (http.server in a thread on 127.0.0.1) serves byte strings with Range support and
-can drop the connection after N bytes, ignore Range, serve wrong bytes, stall or fail.
+The weights (trust on first use, Google Drive, demucs v2) are in test_fetch_weights.py.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.util
 import io
+import json
 import re
-import socket
+import resource
+import signal
 import stat
+import subprocess
 import sys
-import threading
 import time
 import types
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dannasep import cli
+from dannasep.data import download as download_module
 from dannasep.data.archive import extract_dataset
 from dannasep.data.download import download_file, part_path
-from dannasep.data.fetch import fetch_musdb18hq, fetch_xumx_weights, sidecar_path
+from dannasep.data.fetch import fetch_musdb18hq
 from dannasep.errors import DataError, DownloadError
 
 from conftest import make_musdb_tree
+from fetch_server import FileServer
 
 FAST = dict(retries=2, backoff=0.0, timeout=5.0, progress=False)
-
-
-class FileServer:
-    """Serves `files` (url path -> bytes) with Range support and records each request's headers.
-
-    `script`: one dict of faults a request, consumed in order: {"drop": n} sends n body bytes and
-    drops the connection, {"status": 503} fails, {"stall": s} sleeps s seconds first. The flags
-    `ignore_range`, `wrong_bytes` (each byte XOR 0x5A) and `no_content_length` hold for every request.
-    """
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.requests: list[dict] = []
-        self.script: list[dict] = []
-        self.ignore_range = self.wrong_bytes = self.no_content_length = False
-        srv = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                srv.requests.append(dict(self.headers))
-                fault = srv.script.pop(0) if srv.script else {}
-                time.sleep(fault.get("stall", 0))
-                data = srv.files.get(self.path)
-                if "status" in fault or data is None:
-                    return self.send_error(fault.get("status", 404))
-                data = bytes(b ^ 0x5A for b in data) if srv.wrong_bytes else data
-                ranged = "Range" in self.headers and not srv.ignore_range
-                start = int(self.headers["Range"].removeprefix("bytes=").rstrip("-")) if ranged else 0
-                if ranged and start >= len(data):
-                    self.send_response(416)
-                    self.send_header("Content-Range", f"bytes */{len(data)}")
-                    self.send_header("Content-Length", "0")
-                    return self.end_headers()
-                self.send_response(206 if ranged else 200)
-                if ranged:
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                if not srv.no_content_length:
-                    self.send_header("Content-Length", str(len(data) - start))
-                self.close_connection = True
-                self.end_headers()
-                self.wfile.write(data[start:start + fault.get("drop", len(data))])
-                if "drop" in fault:
-                    self.wfile.flush()
-                    self.connection.shutdown(socket.SHUT_RDWR)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def url(self, path: str) -> str:
-        return self.base + path
-
-    def ranges(self) -> list[str | None]:
-        return [headers.get("Range") for headers in self.requests]
+CLI_FAST = ["--retries", "1", "--backoff", "0", "--no-progress"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def server():
-    s = FileServer()
-    threading.Thread(target=s.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    s = FileServer().start()
     yield s
-    s.httpd.shutdown()
-    s.httpd.server_close()
+    s.stop()
 
 
 @pytest.fixture
@@ -156,18 +105,20 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") or p.name.endswith(".part"))
 
 
-# ---- download_file --------------------------------------------------------------------------
+# ---- download_file: resume, retries ---------------------------------------------------------
 
-def test_dropped_connection_resumes_with_range_and_hashes_everything(server, payload, tmp_path):
+def test_dropped_connection_resumes_with_range_and_if_range(server, payload, tmp_path):
     server.files["/f.bin"] = payload
     server.script = [{"drop": 100_000}]
     dest = tmp_path / "f.bin"
     md5, sha = hashlib.md5(payload).hexdigest(), hashlib.sha256(payload).hexdigest()
-    digests = download_file(server.url("/f.bin"), dest, size=len(payload), checksums={"md5": md5},
-                            algorithms=("sha256",), **FAST)
+    result = download_file(server.url("/f.bin"), dest, size=len(payload), checksums={"md5": md5},
+                           algorithms=("sha256",), **FAST)
     assert server.ranges() == [None, "bytes=100000-"]
-    assert dest.read_bytes() == payload and digests == {"md5": md5, "sha256": sha}
-    assert leftovers(tmp_path) == []
+    assert server.requests[1][1]["If-Range"] == server.validator_headers(payload)["ETag"]
+    assert dest.read_bytes() == payload and result.digests == {"md5": md5, "sha256": sha}
+    assert result.size == len(payload) and result.length_known
+    assert leftovers(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
 
 
 def test_rerun_resumes_a_kept_part_and_hashes_all_of_it(server, payload, tmp_path):
@@ -186,27 +137,82 @@ def test_rerun_resumes_a_kept_part_and_hashes_all_of_it(server, payload, tmp_pat
     assert dest.read_bytes() == payload
 
 
+def complete_part(server, url: str, dest: Path, data: bytes) -> None:
+    """A .part holding `data`, recorded (as download_file records it) as bytes of the file at `url`."""
+    part_path(dest).write_bytes(data)
+    validator = server.validator_headers(server.files[url.removeprefix(server.base)])["ETag"]
+    (dest.parent / (dest.name + ".part.json")).write_text(json.dumps({"url": url, "validator": validator}))
+
+
+def keep_part(server, url: str, dest: Path, at: int) -> None:
+    """A download that stopped after `at` bytes, leaving its .part and validator record."""
+    server.script = [{"drop": at}]
+    with pytest.raises(DownloadError, match="re-run to resume"):
+        download_file(url, dest, retries=0, backoff=0.0, timeout=5.0, progress=False)
+    assert part_path(dest).stat().st_size == at
+
+
 def test_server_ignoring_range_restarts_from_scratch(server, payload, tmp_path):
     server.files["/f.bin"] = payload
-    server.ignore_range = True
     dest = tmp_path / "f.bin"
-    part_path(dest).write_bytes(b"\x00" * 1000)  # wrong bytes: must be discarded, not hashed
+    keep_part(server, server.url("/f.bin"), dest, 1000)
+    server.ignore_range = True
     download_file(server.url("/f.bin"), dest, size=len(payload),
                   checksums={"md5": hashlib.md5(payload).hexdigest()}, **FAST)
-    assert server.ranges() == ["bytes=1000-"]
+    assert server.ranges()[1:] == ["bytes=1000-"]
     assert dest.read_bytes() == payload
+
+
+@pytest.mark.parametrize("validators", ["etag", "last_modified"])
+def test_changed_file_behind_a_stale_part_is_downloaded_whole(server, payload, tmp_path, validators):
+    # Issue 10: a stale .part of the old file + the rest of the new one used to make a hybrid.
+    server.validators = validators
+    server.files["/f.bin"] = payload
+    dest = tmp_path / "f.bin"
+    keep_part(server, server.url("/f.bin"), dest, 100_000)
+    sent = server.validator_headers(payload)["ETag" if validators == "etag" else "Last-Modified"]
+    changed = payload[::-1]  # same length: the size cannot tell
+    server.files["/f.bin"] = changed
+    result = download_file(server.url("/f.bin"), dest, algorithms=("sha256",), **FAST)
+    assert server.requests[-1][1]["Range"] == "bytes=100000-" and server.requests[-1][1]["If-Range"] == sent
+    assert dest.read_bytes() == changed and result.digests["sha256"] == hashlib.sha256(changed).hexdigest()
+
+
+def test_server_ignoring_if_range_is_caught_by_the_validator_it_sends(server, payload, tmp_path):
+    server.files["/f.bin"] = payload
+    dest = tmp_path / "f.bin"
+    keep_part(server, server.url("/f.bin"), dest, 100_000)
+    server.files["/f.bin"] = changed = payload[::-1]
+    server.ignore_if_range = True  # answers 206 with the new file's bytes and ETag
+    download_file(server.url("/f.bin"), dest, **FAST)
+    assert server.ranges()[1:] == ["bytes=100000-", None]
+    assert dest.read_bytes() == changed
+
+
+@pytest.mark.parametrize("validators", ["weak", None])
+def test_no_resume_without_a_strong_validator(server, payload, tmp_path, validators):
+    server.validators = validators
+    server.files["/f.bin"] = payload
+    dest = tmp_path / "f.bin"
+    server.script = [{"drop": 100_000}]
+    download_file(server.url("/f.bin"), dest, **FAST)
+    assert server.ranges() == [None, None] and dest.read_bytes() == payload
+    part_path(dest).write_bytes(payload[:5000])  # a part left by an older version: no record beside it
+    download_file(server.url("/f.bin"), tmp_path / "f.bin", **FAST)
+    assert server.ranges()[-1] is None
 
 
 def test_416_on_complete_part_finishes_and_on_overlong_part_restarts(server, payload, tmp_path):
     server.files["/f.bin"] = payload
     sha = hashlib.sha256(payload).hexdigest()
     complete = tmp_path / "complete.bin"
-    part_path(complete).write_bytes(payload)
-    assert download_file(server.url("/f.bin"), complete, algorithms=("sha256",), **FAST)["sha256"] == sha
-    assert len(server.requests) == 1 and complete.read_bytes() == payload
+    complete_part(server, server.url("/f.bin"), complete, payload)
+    result = download_file(server.url("/f.bin"), complete, algorithms=("sha256",), **FAST)
+    assert result.digests["sha256"] == sha and result.length_known
+    assert server.ranges() == [f"bytes={len(payload)}-"] and complete.read_bytes() == payload
 
     overlong = tmp_path / "overlong.bin"
-    part_path(overlong).write_bytes(payload + b"junk")
+    complete_part(server, server.url("/f.bin"), overlong, payload + b"junk")
     download_file(server.url("/f.bin"), overlong, checksums={"sha256": sha}, **FAST)
     assert server.ranges()[1:] == [f"bytes={len(payload) + 4}-", None]
     assert overlong.read_bytes() == payload
@@ -224,6 +230,17 @@ def test_retries_are_bounded_and_client_errors_not_retried(server, payload, tmp_
     with pytest.raises(DownloadError, match=r"/missing\.bin: HTTP 404"):
         download_file(server.url("/missing.bin"), tmp_path / "b.bin", **FAST)
     assert len(server.requests) == 1
+
+
+def test_a_server_that_always_drops_at_the_same_byte_is_given_up(server, payload, tmp_path):
+    server.validators = None  # no resume: every attempt starts again and stops at the same byte
+    server.files["/f.bin"] = payload
+    server.script = [{"drop": 1000}] * 10
+    with pytest.raises(DownloadError, match="giving up after 3"):
+        download_file(server.url("/f.bin"), tmp_path / "f.bin", size=len(payload), **FAST)
+    # Without the cap on attempts that reach no further, this would loop for ever (each attempt
+    # "progresses" from byte 0 to 1000): one attempt and two retries, as for any other failure.
+    assert len(server.requests) == 3
 
 
 def test_socket_timeout_is_retried(server, payload, tmp_path):
@@ -249,6 +266,144 @@ def test_size_mismatch_is_refused(server, payload, tmp_path):
     assert str(dest) in str(err.value)
     assert f"size is {len(payload)} bytes, expected {len(payload) + 10}" in str(err.value)
     assert leftovers(tmp_path) == [] and not dest.exists()
+
+
+def test_a_web_page_is_never_taken_for_the_file(server, tmp_path):
+    server.files["/f.bin"] = b"<html><head><title>Rate limit exceeded</title></head></html>"
+    server.types["/f.bin"] = "text/html; charset=utf-8"
+    with pytest.raises(DownloadError, match=r"f\.bin: the server sent a web page \('Rate limit exceeded'\)"):
+        download_file(server.url("/f.bin"), tmp_path / "f.bin", **FAST)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- download_file: one fetch per file, bytes on disk, full disks ---------------------------
+
+def dannasep(*args: str, preexec_fn=None) -> subprocess.Popen:
+    """`python -m dannasep ARGS` in a new process (this worktree's code: PYTHONPATH is inherited)."""
+    env = {**__import__("os").environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "dannasep", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=preexec_fn)
+
+
+def test_two_concurrent_fetches_of_one_file_take_turns(server, payload, tmp_path):
+    # Issue 10: both used to append to one .part; the first reported a file twice the size.
+    server.files["/w.pth"] = payload
+    server.script = [{"slow": 3.0}]
+    out = tmp_path / "w.pth"
+    args = ["fetch", "xumx-weights", "--out", str(out), "--url", server.url("/w.pth"), *CLI_FAST]
+    first = dannasep(*args)
+    deadline = time.monotonic() + 60
+    while not server.requests:  # the first is downloading before the second starts
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.05)
+    second = dannasep(*args)
+    results = [p.communicate(timeout=120) for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], results
+    assert len(server.requests) == 1  # the second waited, then found the file verified
+    assert out.read_bytes() == payload
+    sha = hashlib.sha256(payload).hexdigest()
+    assert out.with_name("w.pth.sha256").read_text().split()[0] == sha
+    assert f"present, sha256 {sha}" in results[1][1] and "Traceback" not in results[0][1] + results[1][1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pth", "w.pth.sha256"]  # no lock, no part
+
+
+@pytest.mark.parametrize("damage", ["flipped", "extra"])
+def test_the_bytes_on_disk_are_verified_before_the_rename(server, payload, tmp_path, monkeypatch, damage):
+    # What the network sent is right; what reached the disk is not (a bad disk, another writer).
+    writes = 0
+
+    def write(f, chunk):
+        nonlocal writes
+        writes += 1
+        if damage == "flipped":
+            f.write(bytes([chunk[0] ^ 1]) + chunk[1:] if f.tell() == 0 else chunk)
+        else:
+            f.write(chunk + b"!")
+
+    monkeypatch.setattr(download_module, "_write_chunk", write)
+    server.files["/f.bin"] = payload
+    dest = tmp_path / "f.bin"
+    md5 = hashlib.md5(payload).hexdigest()
+    with pytest.raises(DownloadError) as err:
+        download_file(server.url("/f.bin"), dest, checksums={"md5": md5}, chunk_size=1 << 16, **FAST)
+    expected = (f"md5 is {hashlib.md5(bytes([payload[0] ^ 1]) + payload[1:]).hexdigest()}, expected {md5}"
+                if damage == "flipped" else f"size on disk is {len(payload) + 5} bytes but {len(payload)}")
+    assert str(dest) in str(err.value) and expected in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_full_during_download_is_one_line_and_keeps_the_part(server, payload, tmp_path, monkeypatch,
+                                                                  capsys):
+    def write(f, chunk):
+        if f.tell() + len(chunk) > 100_000:
+            f.write(chunk[:100_000 - f.tell()])
+            f.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        f.write(chunk)
+
+    monkeypatch.setattr(download_module, "_write_chunk", write)
+    server.files["/musdb18hq.zip"] = payload
+    downloads = tmp_path / "dl"
+    args = ["fetch", "musdb18hq", "--out", str(tmp_path / "musdb18hq"), "--url", server.url("/musdb18hq.zip"),
+            "--md5", hashlib.md5(payload).hexdigest(), "--size", str(len(payload)), "--download-dir",
+            str(downloads), "--no-full-check", *CLI_FAST]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    part = part_path(downloads / "musdb18hq.zip")
+    assert err.count("\n") == 1 and err.startswith(f"dannasep fetch: error: {part}: No space left on device")
+    assert "kept" in err and "re-run" in err
+    assert part.read_bytes() == payload[:100_000]
+    monkeypatch.undo()  # space was freed: the re-run resumes where the disk filled up
+    with pytest.raises(DataError):  # the payload is no zip; what matters is the download before it
+        fetch_musdb18hq(tmp_path / "musdb18hq", url=server.url("/musdb18hq.zip"),
+                        md5=hashlib.md5(payload).hexdigest(), size=len(payload), download_dir=downloads,
+                        full_check=False, **FAST)
+    assert server.ranges()[-1] == "bytes=100000-"
+    assert (downloads / "musdb18hq.zip").read_bytes() == payload
+
+
+def file_size_limit(limit: int):
+    """For a child process: writes past `limit` bytes fail with EFBIG (as on a full filesystem)."""
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_file_too_large_during_download_is_one_line_and_resumable(server, payload, tmp_path):
+    # A real EFBIG from the kernel (RLIMIT_FSIZE), not a simulated one.
+    server.files["/w.pth"] = payload
+    out = tmp_path / "w.pth"
+    args = ["fetch", "xumx-weights", "--out", str(out), "--url", server.url("/w.pth"), *CLI_FAST]
+    child = dannasep(*args, preexec_fn=file_size_limit(100_000))
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 1
+    line = [l for l in err.splitlines() if "error:" in l]
+    assert len(line) == 1 and line[0].startswith(f"dannasep fetch: error: {part_path(out)}: File too large")
+    assert "Traceback" not in err and part_path(out).stat().st_size == 100_000
+    assert not out.exists() and not out.with_name("w.pth.sha256").exists()
+    child = dannasep(*args)
+    assert child.communicate(timeout=120) and child.returncode == 0
+    assert server.ranges()[-1] == "bytes=100000-" and out.read_bytes() == payload
+
+
+# ---- checksum formats ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("what, option, value", [("musdb18hq", "--md5", "12d4f2ec"),
+                                                 ("musdb18hq", "--md5", "g" * 32),
+                                                 ("xumx-weights", "--sha256", "ab" * 31),
+                                                 ("danna-sep-weights", "--sha256", "z" * 64),
+                                                 ("demucs-v2-weights", "--sha256", "12 34")])
+def test_malformed_digests_are_refused_before_downloading(server, tmp_path, capsys, what, option, value):
+    server.files["/x"] = b"x" * 1000
+    extra = {"musdb18hq": ["--download-dir", str(tmp_path / "dl"), "--size", "1000"],
+             "danna-sep-weights": ["--only", "unet_attention"]}.get(what, [])
+    code = cli.main(["fetch", what, "--out", str(tmp_path / "out"), "--url", server.url("/x"), option, value,
+                     *extra, *CLI_FAST])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert f"{option} {value!r}: not an {option[2:]}" in err
+    assert server.requests == [] and list(tmp_path.iterdir()) == []
 
 
 # ---- MUSDB18-HQ -----------------------------------------------------------------------------
@@ -358,55 +513,79 @@ def test_escaping_member_is_refused_before_writing(musdb_source, tmp_path, name,
     assert not out.exists() and not (tmp_path / "evil.txt").exists() and not (tmp_path / "data").exists()
 
 
-# ---- X-UMX weights --------------------------------------------------------------------------
+# ---- archive bombs, full disk during extraction ------------------------------------------------
 
-def test_xumx_weights_trust_on_first_use(server, payload, tmp_path):
-    url = server.url("/records/4740378/files/pretrained_xumx_musdb18HQ.pth")
-    server.files["/records/4740378/files/pretrained_xumx_musdb18HQ.pth"] = payload
-    out = tmp_path / "pretrained" / "pretrained_xumx_musdb18HQ.pth"
-    first = hashlib.sha256(payload).hexdigest()
-
-    assert fetch_xumx_weights(out, url=url, **FAST) == first
-    assert sidecar_path(out).read_text() == f"{first}  pretrained_xumx_musdb18HQ.pth\n"
-    assert fetch_xumx_weights(out, url=url, **FAST) == first  # present and matching: no download
-    assert len(server.requests) == 1
-
-    # The file at the URL changes: a new download is refused and nothing replaces the old record.
-    changed = payload[::-1]
-    server.files["/records/4740378/files/pretrained_xumx_musdb18HQ.pth"] = changed
-    out.unlink()
-    with pytest.raises(DownloadError) as err:
-        fetch_xumx_weights(out, url=url, **FAST)
-    assert str(out) in str(err.value) and first in str(err.value) and "--accept-new-checksum" in str(err.value)
-    assert not out.exists() and not part_path(out).exists()
-    assert sidecar_path(out).read_text().split()[0] == first
-
-    new = hashlib.sha256(changed).hexdigest()
-    assert fetch_xumx_weights(out, url=url, accept_new_checksum=True, **FAST) == new
-    assert out.read_bytes() == changed and sidecar_path(out).read_text().split()[0] == new
+def zip_with(members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
 
 
-def test_xumx_weights_present_file_changed_and_explicit_sha256(server, payload, tmp_path):
-    server.files["/w.pth"] = payload
-    out = tmp_path / "w.pth"
-    fetch_xumx_weights(out, url=server.url("/w.pth"), **FAST)
-    out.write_bytes(b"tampered")
-    with pytest.raises(DownloadError, match=r"w\.pth: sha256 is .* expected"):
-        fetch_xumx_weights(out, url=server.url("/w.pth"), **FAST)
-    assert out.read_bytes() == b"tampered"
+def test_member_with_a_huge_compression_ratio_is_refused_before_writing(musdb_source, tmp_path):
+    archive = tmp_path / "bomb.zip"
+    silent = b"\0" * 20_000_000  # bzip2 shrinks it to a few dozen bytes, beyond what deflate can
+    members = {"train/A - B/mixture.wav": silent, "test/C - D/mixture.wav": b"RIFF"}
+    archive.write_bytes(zip_with(members, zipfile.ZIP_BZIP2))
+    info = zipfile.ZipFile(archive).getinfo("train/A - B/mixture.wav")
+    ratio = info.file_size / info.compress_size
+    assert ratio > 10_000
+    out = tmp_path / "data" / "musdb18hq"
+    with pytest.raises(DataError, match=rf"bomb\.zip: member 'train/A - B/mixture\.wav' expands {ratio:.0f} "
+                                        r"times .* above the cap of 1100 .*--max-ratio"):
+        extract_dataset(archive, out)
+    assert not (tmp_path / "data").exists()
 
-    other = tmp_path / "x.pth"
-    with pytest.raises(DownloadError, match=r"x\.pth: downloaded file's sha256 is"):
-        fetch_xumx_weights(other, url=server.url("/w.pth"), sha256="ab" * 32, **FAST)
-    assert not other.exists() and not sidecar_path(other).exists()
-    sha = hashlib.sha256(payload).hexdigest()
-    assert fetch_xumx_weights(other, url=server.url("/w.pth"), sha256=sha.upper(), **FAST) == sha
+
+def test_ratio_cap_admits_a_silent_deflated_stem_and_can_be_lowered(musdb_source, tmp_path, capsys):
+    # A stem with no sound (all-zero WAV) deflates about 1000:1, the most deflate can do.
+    tree = tmp_path / "src"
+    for path in musdb_source.rglob("*.wav"):
+        target = tree / path.relative_to(musdb_source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    silent = tree / "train" / sorted(p.name for p in (tree / "train").iterdir())[0] / "vocals.wav"
+    silent.write_bytes(silent.read_bytes()[:44] + bytes(3_000_000))
+    archive = tmp_path / "musdb18hq.zip"
+    archive.write_bytes(zip_tree(tree))
+    ratios = [i.file_size / i.compress_size for i in zipfile.ZipFile(archive).infolist()]
+    assert 900 < max(ratios) < 1100
+    assert extract_dataset(archive, tmp_path / "ok") == len(ratios)
+    assert cli.main(["fetch", "musdb18hq", "--out", str(tmp_path / "low"), "--archive", str(archive),
+                     "--no-full-check", "--max-ratio", "100", *CLI_FAST]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "vocals.wav' expands" in err and "above the cap of 100 " in err
+    assert not (tmp_path / "low").exists()
+
+
+def test_total_extracted_size_is_capped(musdb_source, tmp_path):
+    archive = tmp_path / "musdb18hq.zip"
+    archive.write_bytes(zip_tree(musdb_source))
+    total = sum(p.stat().st_size for p in musdb_source.rglob("*") if p.is_file())
+    with pytest.raises(DataError, match=rf"add up to {total} bytes, above the cap of {total - 1} .*"
+                                        "--max-extracted-bytes"):
+        extract_dataset(archive, tmp_path / "out", max_total_bytes=total - 1)
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+    assert extract_dataset(archive, tmp_path / "out", max_total_bytes=total) > 0
+
+
+def test_file_too_large_during_extraction_is_one_line_and_leaves_nothing(musdb_source, tmp_path):
+    archive = tmp_path / "musdb18hq.zip"
+    archive.write_bytes(zip_tree(musdb_source))
+    out = tmp_path / "data" / "musdb18hq"
+    child = dannasep("fetch", "musdb18hq", "--out", str(out), "--archive", str(archive), "--no-full-check",
+                     *CLI_FAST, preexec_fn=file_size_limit(20_000))  # every stem is ~44 kB
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 1 and "Traceback" not in err
+    line = [l for l in err.splitlines() if "error:" in l]
+    assert len(line) == 1 and re.match(rf"dannasep fetch: error: {re.escape(str(out))}/(train|test)/.*\.wav: "
+                                       "File too large while extracting", line[0])
+    assert "archive is kept" in line[0] and archive.exists()
+    assert list((tmp_path / "data").iterdir()) == []
 
 
 # ---- CLI ------------------------------------------------------------------------------------
-
-CLI_FAST = ["--retries", "1", "--backoff", "0", "--no-progress"]
-
 
 def test_cli_md5_mismatch_exits_1_naming_the_file(server, musdb_zip, tmp_path, capsys):
     server.files["/musdb18hq.zip"] = musdb_zip
@@ -420,20 +599,10 @@ def test_cli_md5_mismatch_exits_1_naming_the_file(server, musdb_zip, tmp_path, c
     assert not out.exists()
 
 
-def test_cli_archive_success_and_weights_refusal(server, musdb_source, payload, tmp_path, capsys):
+def test_cli_archive_success(musdb_source, tmp_path):
     archive = tmp_path / "musdb18hq.zip"
     archive.write_bytes(zip_tree(musdb_source))
     out = tmp_path / "musdb18hq"
     assert cli.main(["fetch", "musdb18hq", "--out", str(out), "--archive", str(archive), "--no-full-check",
                      *CLI_FAST]) == 0
     assert_same_tree(out, musdb_source)
-
-    server.files["/w.pth"] = payload
-    weights = tmp_path / "w.pth"
-    sidecar_path(weights).write_text("ab" * 32 + "  w.pth\n")  # a different file was recorded before
-    args = ["fetch", "xumx-weights", "--out", str(weights), "--url", server.url("/w.pth"), *CLI_FAST]
-    assert cli.main(args) == 1
-    err = capsys.readouterr().err
-    assert str(weights) in err and "--accept-new-checksum" in err
-    assert cli.main(args + ["--accept-new-checksum"]) == 0
-    assert sidecar_path(weights).read_text().split()[0] == hashlib.sha256(payload).hexdigest()
