@@ -49,7 +49,8 @@ class FileServer:
 
     `script`: one dict of faults a request, consumed in order: {"drop": n} sends n body bytes and
     drops the connection, {"status": 503} fails, {"stall": s} sleeps s seconds first, {"slow": s}
-    sends the body in 10 pieces over s seconds. Flags for every request: `ignore_range`,
+    sends the body in 10 pieces over s seconds, {"gate": threading.Event} sends half the body and
+    the rest once the event is set. Flags for every request: `ignore_range`,
     `ignore_if_range` (answers Range with 206 whatever If-Range says), `wrong_bytes` (each byte
     XOR 0x5A), `no_content_length` (the body ends when the connection closes). `types`: a
     Content-Type per path. `requests`: (path, headers) of each request.
@@ -174,7 +175,12 @@ class FileServer:
                 self.close_connection = True
                 self.end_headers()
                 body = data[start:start + fault.get("drop", len(data))]
-                if "slow" in fault:
+                if "gate" in fault:  # half the body, then wait until the test opens the gate
+                    self.wfile.write(body[:len(body) // 2])
+                    self.wfile.flush()
+                    fault["gate"].wait(60)
+                    self.wfile.write(body[len(body) // 2:])
+                elif "slow" in fault:
                     step = -(-len(body) // 10)
                     for i in range(0, len(body), step):
                         self.wfile.write(body[i:i + step])

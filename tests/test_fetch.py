@@ -18,6 +18,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 import types
 import zipfile
@@ -31,6 +32,7 @@ from dannasep.data import download as download_module
 from dannasep.data.archive import extract_dataset
 from dannasep.data.download import download_file, part_path
 from dannasep.data.fetch import fetch_musdb18hq
+from dannasep.data.locking import file_lock, lock_path
 from dannasep.errors import DataError, DownloadError
 
 from conftest import make_musdb_tree
@@ -288,23 +290,50 @@ def dannasep(*args: str, preexec_fn=None) -> subprocess.Popen:
 def test_two_concurrent_fetches_of_one_file_take_turns(server, payload, tmp_path):
     # Issue 10: both used to append to one .part; the first reported a file twice the size.
     server.files["/w.pth"] = payload
-    server.script = [{"slow": 3.0}]
+    gate = threading.Event()
+    server.script = [{"gate": gate}]  # the first fetch stops half way until the second is waiting
     out = tmp_path / "w.pth"
     args = ["fetch", "xumx-weights", "--out", str(out), "--url", server.url("/w.pth"), *CLI_FAST]
     first = dannasep(*args)
     deadline = time.monotonic() + 60
-    while not server.requests:  # the first is downloading before the second starts
+    while not server.requests:
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()
         time.sleep(0.05)
     second = dannasep(*args)
-    results = [p.communicate(timeout=120) for p in (first, second)]
+    said = []
+    for line in second.stderr:  # until it says that it waits (or ends without saying so)
+        said.append(line)
+        if "another process is fetching it; waiting" in line:
+            break
+    gate.set()
+    results = [first.communicate(timeout=120), second.communicate(timeout=120)]
+    second_err = "".join(said) + results[1][1]
     assert [p.returncode for p in (first, second)] == [0, 0], results
-    assert len(server.requests) == 1  # the second waited, then found the file verified
+    assert "waiting" in "".join(said) and len(server.requests) == 1  # it waited, then found the file
     assert out.read_bytes() == payload
     sha = hashlib.sha256(payload).hexdigest()
     assert out.with_name("w.pth.sha256").read_text().split()[0] == sha
-    assert f"present, sha256 {sha}" in results[1][1] and "Traceback" not in results[0][1] + results[1][1]
+    assert f"present, sha256 {sha}" in second_err and "Traceback" not in results[0][1] + second_err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pth", "w.pth.sha256"]  # no lock, no part
+
+
+def test_file_lock_is_exclusive_reentrant_and_leaves_no_file(tmp_path):
+    dest = tmp_path / "f.bin"
+    entered = threading.Event()
+
+    def other_thread():
+        with file_lock(dest):
+            entered.set()
+
+    with file_lock(dest):
+        with file_lock(dest):  # the fetch holds it around the download, which takes it again
+            assert lock_path(dest).exists()
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        assert not entered.wait(0.5)  # waits while it is held
+    assert entered.wait(10)
+    thread.join()
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("damage", ["flipped", "extra"])
