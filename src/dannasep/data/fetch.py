@@ -102,7 +102,9 @@ def _downloaded_archive(url: str | None, download_dir, size: int | None, checksu
                 log.warning("%s: %s; removing it and downloading again", zip_path, problem)
                 zip_path.unlink()
         if not zip_path.exists():
-            download_file(url, zip_path, size=size, checksums=checksums, **transfer)
+            download_file(url, zip_path, size=size, checksums=checksums, **transfer,
+                          mismatch_hint=f" (--md5/--size): the file at {url} is not the expected archive; "
+                                        "check --url, --md5 and --size")
     return zip_path
 
 
