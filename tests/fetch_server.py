@@ -16,11 +16,22 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import html
+import os
+import resource
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+
+FAST = dict(retries=2, backoff=0.0, timeout=5.0, progress=False)
+CLI_FAST = ["--retries", "1", "--backoff", "0", "--no-progress"]
 
 CONFIRM_PAGE_FORM = """<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head>
 <body><div class="uc-main"><div id="uc-text"><p class="uc-warning-caption">Google Drive can't scan this
@@ -201,3 +212,29 @@ class FileServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+# ---- helpers shared by the fetch tests -------------------------------------------
+
+def random_bytes(n: int = 300_000) -> bytes:
+    return np.random.default_rng(7).integers(0, 256, n, dtype=np.uint8).tobytes()
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary siblings (atomic writes) and part files that a failed run must not leave."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") or p.name.endswith(".part"))
+
+
+def dannasep(*args: str, preexec_fn=None) -> subprocess.Popen:
+    """`python -m dannasep ARGS` in a new process (this worktree's code: PYTHONPATH is inherited)."""
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "dannasep", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=preexec_fn)
+
+
+def file_size_limit(limit: int):
+    """For a child process: writes past `limit` bytes fail with EFBIG (as on a full filesystem)."""
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply

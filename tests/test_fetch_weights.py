@@ -11,7 +11,6 @@ import sys
 import urllib.parse
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from dannasep import cli
@@ -21,11 +20,7 @@ from dannasep.data.gdrive import confirmation_url, drive_file_id
 from dannasep.data.weights import fetch_weights, fetch_xumx_weights, sidecar_path, url_sha256_prefix
 from dannasep.errors import DownloadError
 
-from fetch_server import CONFIRM_PAGE_FORM, CONFIRM_PAGE_LINK, QUOTA_PAGE, FileServer
-
-FAST = dict(retries=2, backoff=0.0, timeout=5.0, progress=False)
-CLI_FAST = ["--retries", "1", "--backoff", "0", "--no-progress"]
-ROOT = Path(__file__).resolve().parents[1]
+from fetch_server import CLI_FAST, CONFIRM_PAGE_FORM, CONFIRM_PAGE_LINK, FAST, QUOTA_PAGE, FileServer, random_bytes
 
 
 @pytest.fixture
@@ -37,7 +32,9 @@ def server():
 
 @pytest.fixture
 def payload() -> bytes:
-    return np.random.default_rng(7).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+    return random_bytes()
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def sha(data: bytes) -> str:

@@ -313,7 +313,7 @@ def _verify_on_disk(part: _PartFile, dest: Path, url: str, size: int | None, che
     if problem:
         part.discard()
         if not length_known:
-            hint += (f". The server sent no length, so the connection may have closed early: re-run to "
+            hint += (". The server sent no length, so the connection may have closed early: re-run to "
                      "download it again")
         raise DownloadError(f"{dest}: downloaded file's {problem}{hint}. The download was removed")
     return digests
