@@ -18,7 +18,7 @@ from .errors import DannasepError
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("dannasep.data.synth", "generate the synthetic MUSDB18-HQ-shaped dataset"),
-    "fetch": ("dannasep.data.fetch", "download MUSDB18-HQ or the official X-UMX weights (resumable, checksummed)"),
+    "fetch": ("dannasep.data.fetch", "download MUSDB18-HQ or pretrained weights (resumable, checksummed)"),
     "validate": ("dannasep.data.validate", "check a MUSDB18-HQ folder (or compressed MUSDB18) and write its manifest"),
     "train": ("dannasep.training.cli", "train one system (resumable, DDP-ready) and write its checkpoint"),
     "separate": ("dannasep.separation.cli", "separate one track with a trained system (chunked, bounded memory)"),

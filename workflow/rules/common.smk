@@ -39,6 +39,11 @@ def dataset_is_produced():
     return not (ds["kind"] == "musdb18hq" and ds["musdb18hq"]["local_path"])
 
 
+def sha256_option(entry):
+    """`--sha256 <hex>` for a `dannasep fetch` of a pretrained.* entry that names one, else ''."""
+    return f"--sha256 {entry['sha256']}" if entry["sha256"] else ""
+
+
 DATASET_ROOT = dataset_root()
 DATASET_MANIFEST = "results/data/manifest.json"
 

@@ -61,14 +61,48 @@ rule fetch_xumx_weights:
         weights=config["pretrained"]["xumx"]["path"],
     params:
         url=config["pretrained"]["xumx"]["url"],
-        sha=(
-            f"--sha256 {config['pretrained']['xumx']['sha256']}"
-            if config["pretrained"]["xumx"]["sha256"]
-            else ""
-        ),
+        sha=sha256_option(config["pretrained"]["xumx"]),
     conda:
         CONDA_ENV
     log:
         f"{LOGS}/data/fetch_xumx_weights.log",
     shell:
         "dannasep fetch xumx-weights --out {output.weights} --url '{params.url}' {params.sha} > {log} 2>&1"
+
+
+# The authors' released models (Google Drive, through its large-file confirmation) and demucs
+# v2's demucs48_hq, one rule per file, each writing the config's `path` (read by the rules that
+# run or import them). Trust on first use as above; demucs48_hq's URL also carries a sha256
+# prefix that is checked.
+for _key, _entry in config["pretrained"]["danna_sep"].items():
+
+    rule:
+        name:
+            f"fetch_danna_sep_{_key}"
+        output:
+            weights=_entry["path"],
+        params:
+            key=_key,
+            url=_entry["url"],
+            sha=sha256_option(_entry),
+        conda:
+            CONDA_ENV
+        log:
+            f"{LOGS}/data/fetch_danna_sep_{_key}.log",
+        shell:
+            "dannasep fetch danna-sep-weights --only {params.key} --out {output.weights:q}"
+            " --url '{params.url}' {params.sha} > {log} 2>&1"
+
+
+rule fetch_demucs48_hq:
+    output:
+        weights=config["pretrained"]["demucs48_hq"]["path"],
+    params:
+        url=config["pretrained"]["demucs48_hq"]["url"],
+        sha=sha256_option(config["pretrained"]["demucs48_hq"]),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/data/fetch_demucs48_hq.log",
+    shell:
+        "dannasep fetch demucs-v2-weights --out {output.weights:q} --url '{params.url}' {params.sha} > {log} 2>&1"

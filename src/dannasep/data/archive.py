@@ -1,8 +1,11 @@
 """Safe extraction of a MUSDB18-HQ zip into a folder that appears only once complete and valid.
 
-Every member name is checked before anything is written (no absolute paths, no `..`, no
-symlinks), files are streamed into a temporary sibling of the target (so CRC errors surface
-while reading), the result is validated, and only then renamed into place (io.atomic_dir).
+Every member is checked before anything is written: its name (no absolute paths, no `..`, no
+symlinks), its compression ratio, and the total size of all members (archive bombs); files are
+streamed into a temporary sibling of the target (so CRC errors surface
+while reading; zipfile never writes more than a member's declared size), the result is
+validated, and only then renamed into place (io.atomic_dir). A full disk stops it with one line,
+leaving nothing at the target and the archive where it was.
 """
 
 from __future__ import annotations
@@ -20,12 +23,19 @@ from typing import Callable
 from ..constants import SUBSETS
 from ..errors import DataError
 from ..io import atomic_dir
+from .download import DISK_FULL
 
 log = logging.getLogger(__name__)
 
 # Folders that archivers add and that are never part of the dataset.
 IGNORED_TOP_FOLDERS = ("__MACOSX",)
 COPY_BUFFER = 1 << 20
+# MUSDB18-HQ holds about 32 GB of WAV (~10 h x 5 files x 176,400 B/s): twice that is room enough.
+MAX_EXTRACTED_BYTES = 64 * 2**30
+# Deflate cannot exceed about 1032:1, which a silent stem (all-zero WAV) reaches, so the cap sits
+# just above it: it refuses members (bzip2, lzma) that expand beyond what any deflated WAV can,
+# and the total cap bounds what deflated members can add up to.
+MAX_COMPRESSION_RATIO = 1100.0
 
 
 def unsafe_reason(info: zipfile.ZipInfo) -> str | None:
@@ -39,6 +49,23 @@ def unsafe_reason(info: zipfile.ZipInfo) -> str | None:
     if stat.S_ISLNK(info.external_attr >> 16):
         return "symbolic link"
     return None
+
+
+def _check_sizes(archive: Path, members: list[zipfile.ZipInfo], max_total_bytes: int,
+                 max_ratio: float) -> int:
+    """Total uncompressed size of `members`; DataError if it, or one member's ratio, is too large."""
+    for info in members:
+        ratio = info.file_size / max(info.compress_size, 1)
+        if ratio > max_ratio:
+            raise DataError(f"{archive}: member '{info.filename}' expands {ratio:.0f} times ({info.compress_size} "
+                            f"-> {info.file_size} bytes), above the cap of {max_ratio:g} (an archive bomb?); use "
+                            "the official archive, or raise --max-ratio if you trust this one")
+    total = sum(i.file_size for i in members)
+    if total > max_total_bytes:
+        raise DataError(f"{archive}: its members add up to {total} bytes, above the cap of {max_total_bytes} "
+                        "(an archive bomb?); use the official archive, or raise --max-extracted-bytes if you "
+                        "trust this one")
+    return total
 
 
 def _dataset_prefix(archive: Path, names: list[str]) -> str:
@@ -58,10 +85,13 @@ def _dataset_prefix(archive: Path, names: list[str]) -> str:
 
 
 def extract_dataset(archive: str | os.PathLike, out: str | os.PathLike,
-                    validate: Callable[[Path], None] | None = None) -> int:
+                    validate: Callable[[Path], None] | None = None,
+                    max_total_bytes: int = MAX_EXTRACTED_BYTES,
+                    max_ratio: float = MAX_COMPRESSION_RATIO) -> int:
     """Extract the train/ and test/ trees of `archive` into `out`; return the number of files.
 
-    `validate(tmp_root)` runs on the extracted tree before the rename and raises DataError to
+    max_total_bytes, max_ratio: caps on the members' total size and on each member's size over
+    its compressed size, checked before anything is written. `validate(tmp_root)` runs on the extracted tree before the rename and raises DataError to
     reject it. On any error nothing is left at `out` (nor in its temporary sibling).
     """
     archive, out = Path(archive), Path(out)
@@ -86,7 +116,7 @@ def extract_dataset(archive: str | os.PathLike, out: str | os.PathLike,
         if skipped:
             log.info("%s: skipping %d entries outside train/ and test/", archive, skipped)
 
-        needed = sum(i.file_size for i in wanted)
+        needed = _check_sizes(archive, wanted, max_total_bytes, max_ratio)
         out.parent.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(out.parent).free
         if needed > free:
@@ -110,6 +140,12 @@ def extract_dataset(archive: str | os.PathLike, out: str | os.PathLike,
                 except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
                     raise DataError(f"{archive}: member '{info.filename}' is corrupt ({exc}); delete the "
                                     "archive and download it again") from None
+                except OSError as exc:
+                    if exc.errno not in DISK_FULL:
+                        raise
+                    raise DataError(f"{out / info.filename[len(prefix):]}: {os.strerror(exc.errno)} while "
+                                    f"extracting {archive}; nothing was kept at {out} and the archive is "
+                                    "kept: free some space (or choose another --out) and re-run") from None
                 files += 1
             if validate is not None:
                 try:
