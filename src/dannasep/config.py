@@ -125,3 +125,29 @@ def load_config(path: str | Path) -> dict:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return validate_config(raw or {}, source=str(path))
+
+
+BASE_CONFIG = "config/config.yaml"
+
+
+def effective_config(configfiles: list[str], root: Path = REPO_ROOT) -> dict:
+    """What `snakemake --configfile F ...` runs with: config/config.yaml, then each file merged
+    on top key by key (Snakemake's update_config), validated with every default filled in.
+
+    Keys a file leaves out keep config/config.yaml's values, so the paper config must set every
+    setting the embedded default changes (tests/test_ledger.py checks the merged result).
+    """
+    merged: dict = {}
+    for name in [BASE_CONFIG, *configfiles]:
+        path = Path(name) if Path(name).is_absolute() else root / name
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{name}: config file not found; give a path relative to the "
+                              "repository root (see params.yaml)") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{name}: not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{name}: a config file must be a mapping of settings")
+        merged = _merged(merged, loaded)
+    return validate_config(merged, source=" + ".join([BASE_CONFIG, *configfiles]))

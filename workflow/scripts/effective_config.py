@@ -11,34 +11,10 @@ so DVC reruns a phase exactly when a setting it uses changes, whichever file set
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-import yaml
-from snakemake.utils import update_config
-
-from dannasep.config import validate_config
-from dannasep.errors import ConfigError, DannasepError
+from dannasep.config import effective_config
+from dannasep.errors import DannasepError
 from dannasep.io import write_yaml
-
-BASE_CONFIG = "config/config.yaml"
-
-
-def effective_config(configfiles: list[str]) -> dict:
-    """The validated merge of config/config.yaml and `configfiles`, in order."""
-    merged: dict = {}
-    for name in [BASE_CONFIG, *configfiles]:
-        path = Path(name)
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found; give a path relative to the "
-                              "repository root (see params.yaml)") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a config file must be a mapping of settings")
-        update_config(merged, loaded)
-    return validate_config(merged, source=" + ".join([BASE_CONFIG, *configfiles]))
 
 
 def main(argv: list[str]) -> int:
