@@ -35,3 +35,34 @@ def test_config_typo_stops_before_any_job(tmp_path):
     text = out.stdout + out.stderr
     assert "unknown key 'modles'" in text and "did you mean 'models'" in text
     assert "Job stats" not in text
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("models: {xumx: {kwargs: {hiden_size: 64}}}", "unknown key 'hiden_size' at models.xumx.kwargs (did you mean 'hidden_size'?)"),
+    ("models: {xumx: {loss: l1}}", "invalid value at models.xumx.loss: 'l1' is not one of"),
+    ("evaluation: {use_musdb18: true}", "dataset.musdb18_path is not set"),
+    ("evaluation: {use_musdb18: true}\ndataset: {musdb18_path: /nonexistent/musdb18}", "/nonexistent/musdb18/test has no .stem.mp4 files"),
+    ("models: {xumx: {init: official_xumx, kwargs: {hidden_size: 64}}}", "models.xumx: init: official_xumx loads the official X-UMX"),
+])
+def test_bad_settings_stop_before_any_job(tmp_path, extra, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(extra + "\n")
+    out = _snakemake("-n", "--cores", "1", "--configfile", str(bad))
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and message in text, text[-2000:]
+    assert "Job stats" not in text
+
+
+def test_kwargs_schemas_are_the_constructors():
+    import inspect
+
+    import yaml
+
+    from dannasep.models import MODELS
+
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    archs = schema["definitions"]["system"]["properties"]["arch"]["enum"]
+    assert set(archs) == set(MODELS)
+    for arch in archs:
+        params = [p for p in inspect.signature(MODELS[arch].__init__).parameters if p != "self"]
+        assert sorted(schema["definitions"][f"kwargs_{arch}"]["properties"]) == sorted(params), arch

@@ -151,3 +151,32 @@ def effective_config(configfiles: list[str], root: Path = REPO_ROOT) -> dict:
             raise ConfigError(f"{name}: a config file must be a mapping of settings")
         merged = _merged(merged, loaded)
     return validate_config(merged, source=" + ".join([BASE_CONFIG, *configfiles]))
+
+
+def preflight(config: dict) -> list[str]:
+    """Problems a validated config would only reveal after expensive jobs: files it names that
+    do not exist, settings that cannot work together. Checked when the workflow is parsed."""
+    problems = []
+    dataset, evaluation = config["dataset"], config["evaluation"]
+    if evaluation["use_musdb18"]:
+        path = dataset.get("musdb18_path")
+        if not path:
+            problems.append("evaluation.use_musdb18 is true but dataset.musdb18_path is not set: give the "
+                            "folder of the compressed MUSDB18 (train/ and test/ of .stem.mp4 files) or set "
+                            "evaluation.use_musdb18: false")
+        else:
+            folder = Path(path) / ("test" if evaluation["subset"] == "test" else "train")
+            if not folder.is_dir() or not any(folder.glob("*.stem.mp4")):
+                problems.append(f"dataset.musdb18_path: {folder} has no .stem.mp4 files; point it at the "
+                                "compressed MUSDB18 (with train/ and test/) or set evaluation.use_musdb18: false")
+    from .models import PAPER_KWARGS  # no torch: the registry imports models lazily
+
+    official = PAPER_KWARGS["xumx"]
+    for name, system in config["models"].items():
+        if system.get("init") == "official_xumx":
+            wrong = {k: v for k, v in system.get("kwargs", {}).items() if k in official and v != official[k]}
+            if system["arch"] != "xumx" or wrong:
+                problems.append(f"models.{name}: init: official_xumx loads the official X-UMX (arch xumx, "
+                                f"kwargs {official}); this system has arch {system['arch']}"
+                                + (f" and {wrong}" if wrong else "") + ": use those or drop the init")
+    return problems

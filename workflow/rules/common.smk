@@ -3,7 +3,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from dannasep.config import validate_config
+from dannasep.config import preflight, validate_config
 from dannasep.errors import ConfigError
 from dannasep.provenance.code_deps import system_code
 
@@ -11,6 +11,8 @@ try:
     _validated = validate_config(config, source="config (config/config.yaml + --configfile/--config)")
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
+if preflight(_validated):
+    raise WorkflowError("\n".join(preflight(_validated)))
 config.clear()
 config.update(_validated)
 
