@@ -66,3 +66,31 @@ def test_kwargs_schemas_are_the_constructors():
     for arch in archs:
         params = [p for p in inspect.signature(MODELS[arch].__init__).parameters if p != "self"]
         assert sorted(schema["definitions"][f"kwargs_{arch}"]["properties"]) == sorted(params), arch
+
+
+@pytest.mark.slow
+def test_config_values_reach_commands_as_single_arguments(tmp_path):
+    """A dataset root holding a space and a quote works; a URL holding a quote runs nothing."""
+    import os
+
+    from conftest import copy_repo
+
+    repo = copy_repo(tmp_path / "repo")
+    env = {**os.environ, "PYTHONPATH": str(repo / "src"),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    root = "resources/my data's set"
+    cfg = tmp_path / "spaces.yaml"
+    cfg.write_text(f'dataset: {{root: "{root}", synthetic: {{train_tracks: 1, valid_tracks: 1, test_tracks: 1, duration: 2.0}}}}\n')
+    out = subprocess.run([SNAKEMAKE, "validate_dataset", "--cores", "1", "--configfile", str(cfg)],
+                         cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert (repo / root / "test").is_dir() and (repo / "results/data/manifest.json").is_file()
+
+    marker = tmp_path / "pwned"
+    url = f"http://127.0.0.1:9/musdb18hq.zip';touch {marker};'"
+    cfg.write_text(f'dataset: {{kind: musdb18hq, root: resources/real, musdb18hq: {{url: "{url}"}}}}\n')
+    out = subprocess.run([SNAKEMAKE, "fetch_musdb18hq", "--cores", "1", "--configfile", str(cfg)],
+                         cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0  # nothing listens on port 9
+    assert not marker.exists(), "a quote in a config URL ran a command"
+    assert url in (repo / "logs/data/fetch_musdb18hq.log").read_text()

@@ -24,9 +24,9 @@ rule blend_search:
     benchmark:
         f"{BENCH}/blend/search.tsv"
     shell:
-        "dannasep blend search --models {params.models} --separations results/separations"
+        "dannasep blend search --models {params.models:q} --separations results/separations"
         " --references {params.references:q} --subset {params.folder} --tracks {params.tracks}"
-        " --step {params.step} --out {output.weights} --grid-out {output.grid} > {log} 2>&1"
+        " --step {params.step} --out {output.weights:q} --grid-out {output.grid:q} > {log} 2>&1"
 
 
 rule blend_apply:
@@ -44,5 +44,5 @@ rule blend_apply:
     log:
         f"{LOGS}/blend/apply/{{blend}}/{{folder}}/{{track}}.log",
     shell:
-        "dannasep blend apply --weights {params.weights} --separations results/separations"
+        "dannasep blend apply --weights {params.weights:q} --separations results/separations"
         " --system {wildcards.blend} --subset {wildcards.folder} --tracks {wildcards.track:q} > {log:q} 2>&1"

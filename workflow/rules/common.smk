@@ -1,4 +1,5 @@
 # Shared helpers: config validation (before any job starts) and path conventions.
+import shlex
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -43,7 +44,7 @@ def dataset_is_produced():
 
 def sha256_option(entry):
     """`--sha256 <hex>` for a `dannasep fetch` of a pretrained.* entry that names one, else ''."""
-    return f"--sha256 {entry['sha256']}" if entry["sha256"] else ""
+    return f"--sha256 {shlex.quote(entry['sha256'])}" if entry["sha256"] else ""
 
 
 DATASET_ROOT = dataset_root()

@@ -15,7 +15,7 @@ if config["dataset"]["kind"] == "synthetic":
         benchmark:
             f"{BENCH}/data/synth_dataset.tsv"
         shell:
-            "dannasep synth --out {output} --seed {params.s[seed]}"
+            "dannasep synth --out {output:q} --seed {params.s[seed]}"
             " --train-tracks {params.s[train_tracks]} --valid-tracks {params.s[valid_tracks]}"
             " --test-tracks {params.s[test_tracks]} --duration {params.s[duration]} > {log} 2>&1"
 
@@ -33,8 +33,8 @@ elif dataset_is_produced():
         benchmark:
             f"{BENCH}/data/fetch_musdb18hq.tsv"
         shell:
-            "dannasep fetch musdb18hq --out {output} --url '{params.m[url]}' --md5 {params.m[md5]}"
-            " --size {params.m[size]} --download-dir {params.m[download_dir]} > {log} 2>&1"
+            "dannasep fetch musdb18hq --out {output:q} --url {params.m[url]:q} --md5 {params.m[md5]:q}"
+            " --size {params.m[size]} --download-dir {params.m[download_dir]:q} > {log} 2>&1"
 
 
 rule validate_dataset:
@@ -50,7 +50,7 @@ rule validate_dataset:
     log:
         f"{LOGS}/data/validate_dataset.log",
     shell:
-        "dannasep validate {input.root:q} --manifest {output} {params.full} > {log} 2>&1"
+        "dannasep validate {input.root:q} --manifest {output:q} {params.full} > {log} 2>&1"
 
 
 rule fetch_xumx_weights:
@@ -67,7 +67,7 @@ rule fetch_xumx_weights:
     log:
         f"{LOGS}/data/fetch_xumx_weights.log",
     shell:
-        "dannasep fetch xumx-weights --out {output.weights} --url '{params.url}' {params.sha} > {log} 2>&1"
+        "dannasep fetch xumx-weights --out {output.weights:q} --url {params.url:q} {params.sha} > {log} 2>&1"
 
 
 # The authors' released models (Google Drive, through its large-file confirmation) and demucs
@@ -91,7 +91,7 @@ for _key, _entry in config["pretrained"]["danna_sep"].items():
             f"{LOGS}/data/fetch_danna_sep_{_key}.log",
         shell:
             "dannasep fetch danna-sep-weights --only {params.key} --out {output.weights:q}"
-            " --url '{params.url}' {params.sha} > {log} 2>&1"
+            " --url {params.url:q} {params.sha} > {log} 2>&1"
 
 
 rule fetch_demucs48_hq:
@@ -105,4 +105,4 @@ rule fetch_demucs48_hq:
     log:
         f"{LOGS}/data/fetch_demucs48_hq.log",
     shell:
-        "dannasep fetch demucs-v2-weights --out {output.weights:q} --url '{params.url}' {params.sha} > {log} 2>&1"
+        "dannasep fetch demucs-v2-weights --out {output.weights:q} --url {params.url:q} {params.sha} > {log} 2>&1"

@@ -26,4 +26,4 @@ rule evaluate:
     shell:
         "dannasep evaluate --estimates {params.estimates:q} --references {params.references:q}"
         " --track {wildcards.track:q} --out {output:q} --mode {params.mode} {params.nsdr}"
-        " --manifest {input.manifest} > {log:q} 2>&1"
+        " --manifest {input.manifest:q} > {log:q} 2>&1"

@@ -26,6 +26,6 @@ rule separate:
     benchmark:
         f"{BENCH}/separate/{{system}}/{{folder}}/{{track}}.tsv"
     shell:
-        "dannasep separate --checkpoint {input.pointer} --mixture {params.mixture:q}"
+        "dannasep separate --checkpoint {input.pointer:q} --mixture {params.mixture:q}"
         " --out-dir {params.out_dir:q} --config {params.config_file} --system {wildcards.system}"
         " --threads {threads} > {log:q} 2>&1"

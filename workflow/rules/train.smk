@@ -66,7 +66,7 @@ for _system in SYSTEMS:
             data=config["data"],
             root=DATASET_ROOT,
             pretrained=(
-                f"--pretrained {config['pretrained']['xumx']['path']}"
+                f"--pretrained {shlex.quote(config['pretrained']['xumx']['path'])}"
                 if config["models"][_system]["init"] == "official_xumx"
                 else ""
             ),
@@ -80,7 +80,7 @@ for _system in SYSTEMS:
         benchmark:
             f"{BENCH}/train/{_system}.tsv"
         shell:
-            "{params.launch}dannasep train --config {params.config_file} --system {params.system} --root '{params.root}'"
+            "{params.launch}dannasep train --config {params.config_file:q} --system {params.system} --root {params.root:q}"
             " --manifest {input.manifest} --out-dir results/checkpoints/{params.system}"
             " --pointer {output.pointer} --curve {output.curve} {params.pretrained} --no-progress"
             " > {log} 2>&1"
