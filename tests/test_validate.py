@@ -148,7 +148,47 @@ def _garbage(root):
     return path
 
 
+def _float_nan(root):
+    path = stem_path(root, "bass")
+    audio = np.full((int(0.5 * SAMPLE_RATE), 2), np.nan, dtype=np.float32)
+    sf.write(path, audio, SAMPLE_RATE, subtype="FLOAT")
+    return path
+
+
+def _float_loud(root):
+    path = stem_path(root, "drums")
+    audio, _ = sf.read(path, dtype="float32")
+    sf.write(path, audio * 1000, SAMPLE_RATE, subtype="FLOAT")
+    return path
+
+
+def _flac_named_wav(root):
+    path = stem_path(root, "other")
+    audio, _ = sf.read(path, dtype="int16")
+    sf.write(path, audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    return path
+
+
+def _eight_bit(root):
+    path = stem_path(root, "vocals")
+    audio, _ = sf.read(path, dtype="float32")
+    sf.write(path, audio, SAMPLE_RATE, format="WAV", subtype="PCM_U8")
+    return path
+
+
+def _dangling_stem(root):
+    path = stem_path(root, "drums")
+    path.unlink()
+    path.symlink_to(root / "nowhere.wav")
+    return path
+
+
 @pytest.mark.parametrize("damage, words", [
+    (_float_nan, "sample format is FLOAT"),
+    (_float_loud, "sample format is FLOAT"),
+    (_flac_named_wav, "holds FLAC data, not WAV"),
+    (_eight_bit, "sample format is PCM_U8"),
+    (_dangling_stem, "dangling symbolic link"),
     (_truncate, "truncated"),
     (_resample_header, "48000 Hz"),
     (_mono, "1 channel"),
@@ -156,7 +196,8 @@ def _garbage(root):
     (_shorter, "frames but mixture.wav has"),
     (_not_the_sum, "is not the sum"),
     (_garbage, "cannot be read as audio"),
-], ids=["truncated", "48kHz", "mono", "missing", "lengths", "not-sum", "garbage"])
+], ids=["nan", "1000x", "flac", "8-bit", "dangling-stem", "truncated", "48kHz", "mono", "missing",
+        "lengths", "not-sum", "garbage"])
 def test_each_defect_is_reported_naming_its_file(tree, damage, words):
     bad_path = damage(tree)
     problems = problems_for(tree)
@@ -167,6 +208,19 @@ def test_each_defect_is_reported_naming_its_file(tree, damage, words):
         validate_or_raise(tree)
     message = str(raised.value)
     assert f"{bad_path}: " in message and "Fix:" in message
+
+
+def test_non_finite_samples_are_reported_where_float_stems_are_allowed(tree):
+    path = _float_nan(tree)
+    problems = [(p.path, p.message) for p in check_dataset(tree, subtype=None)]
+    assert (path, f"holds {int(0.5 * SAMPLE_RATE) * 2} NaN or infinite sample(s)") in problems
+
+
+def test_a_dangling_symlinked_track_is_reported(tree):
+    link = tree / "train" / VALID_NAMES[1]
+    link.symlink_to(tree / "elsewhere" / VALID_NAMES[1])
+    problems = problems_for(tree)
+    assert any(path == link and "dangling symbolic link" in message for path, message in problems), problems
 
 
 def test_truncated_wav_is_read_silently_short_so_the_header_is_checked(tree):

@@ -75,6 +75,9 @@ def _list_subsets(root: Path, dataset_format: str) -> tuple[list[Problem], dict[
                                             "folders; point ROOT at the folder that contains them"))
             continue
         tracks[subset] = list_tracks(folder, dataset_format)
+        problems += [Problem(p, f"dangling symbolic link to {os.readlink(p)}: this track is missing; "
+                                "restore its target or remove the link")
+                     for p in sorted(folder.iterdir()) if p.is_symlink() and not p.exists()]
         if not tracks[subset]:
             problems.append(Problem(folder, f"holds no {what}"))
     return problems, tracks
@@ -146,15 +149,39 @@ def declared_data_end(path: Path) -> int | None:
             position += 8 + size + (size & 1)  # chunks are padded to even sizes
 
 
-def check_wav(path: Path) -> tuple[list[Problem], sf._SoundFileInfo | None]:
-    """Readable, 44.1 kHz, stereo, not empty, not truncated; return the problems and the info."""
+WAV_FORMATS = ("WAV", "WAVEX", "RF64")  # RIFF wave containers libsndfile names
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
+
+
+def _non_finite(path: Path, block_frames: int = READ_BLOCK_FRAMES) -> int:
+    """Number of NaN or infinite samples of a float wav, read in blocks."""
+    count = 0
+    with sf.SoundFile(str(path)) as f:
+        while len(block := f.read(block_frames, dtype="float64", always_2d=True)):
+            count += int(block.size - np.isfinite(block).sum())
+    return count
+
+
+def check_wav(path: Path, subtype: str | None = "PCM_16") -> tuple[list[Problem], sf._SoundFileInfo | None]:
+    """A WAV container of `subtype` (MUSDB18-HQ: PCM_16; None: any), 44.1 kHz, stereo, finite,
+    not empty, not truncated; return the problems and the info."""
     if not path.is_file():
+        if path.is_symlink():
+            return [Problem(path, f"dangling symbolic link to {os.readlink(path)}; restore its target")], None
         return [Problem(path, "missing; every track folder needs " + ", ".join(f"{s}.wav" for s in STEMS))], None
     try:
         info = sf.info(str(path))
     except (RuntimeError, OSError) as exc:
         return [Problem(path, f"cannot be read as audio ({exc})")], None
+    if info.format not in WAV_FORMATS:
+        return [Problem(path, f"holds {info.format} data, not WAV; convert it to a {subtype or 'PCM'} WAV file "
+                              f"(e.g. ffmpeg -i {path.name} -c:a pcm_s16le out.wav)")], None
     problems = []
+    if subtype is not None and info.subtype != subtype:
+        problems.append(Problem(path, f"sample format is {info.subtype} ({info.subtype_info}), the dataset's is "
+                                      f"{subtype}; re-extract or re-create the file"))
+    if info.subtype in FLOAT_SUBTYPES and (bad := _non_finite(path)):
+        problems.append(Problem(path, f"holds {bad} NaN or infinite sample(s)"))
     if info.samplerate != SAMPLE_RATE:
         problems.append(Problem(path, f"sample rate is {info.samplerate} Hz, expected {SAMPLE_RATE} Hz"))
     if info.channels != CHANNELS:
@@ -217,11 +244,11 @@ def _mixture_problems(folder: Path) -> list[Problem]:
     return [Problem(mixture_path, message)]
 
 
-def check_track(folder: Path) -> list[Problem]:
+def check_track(folder: Path, subtype: str | None = "PCM_16") -> list[Problem]:
     """All five stems present and valid, of equal length, and the mixture their sum."""
     problems, frames = [], {}
     for stem in STEMS:
-        stem_problems, info = check_wav(folder / f"{stem}.wav")
+        stem_problems, info = check_wav(folder / f"{stem}.wav", subtype)
         problems += stem_problems
         if info is not None:
             frames[stem] = info.frames
@@ -237,7 +264,8 @@ def check_track(folder: Path) -> list[Problem]:
     return problems
 
 
-def check_dataset(root: str | os.PathLike, expect_full: bool = False) -> list[Problem]:
+def check_dataset(root: str | os.PathLike, expect_full: bool = False,
+                  subtype: str | None = "PCM_16") -> list[Problem]:
     """Every problem of a MUSDB18-HQ folder (root/{train,test}/<track>/<stem>.wav)."""
     root = Path(root)
     problems, tracks = _list_subsets(root, "wav")
@@ -245,7 +273,7 @@ def check_dataset(root: str | os.PathLike, expect_full: bool = False) -> list[Pr
         problems += _check_full(root, tracks, suffix="")
     folders = [folder for subset in SUBSETS for folder in tracks.get(subset, [])]
     for folder in tqdm(folders, desc="validate", unit="track", disable=None):
-        problems += check_track(folder)
+        problems += check_track(folder, subtype)
     return problems
 
 
@@ -294,12 +322,15 @@ def check_stems_dataset(root: str | os.PathLike, expect_full: bool = False) -> l
 # ---------------------------------------------------------------- entry points
 
 
-def validate_or_raise(root: str | os.PathLike, expect_full: bool = False, dataset_format: str = "wav") -> None:
+def validate_or_raise(root: str | os.PathLike, expect_full: bool = False, dataset_format: str = "wav",
+                      subtype: str | None = "PCM_16") -> None:
     """Raise DataError listing every problem (one a line, each naming its file) and the fix."""
     if dataset_format not in DATASET_FORMATS:
         raise DataError(f"unknown dataset format {dataset_format!r}; use one of {', '.join(DATASET_FORMATS)}")
-    check = check_dataset if dataset_format == "wav" else check_stems_dataset
-    problems = check(root, expect_full=expect_full)
+    if dataset_format == "wav":
+        problems = check_dataset(root, expect_full=expect_full, subtype=subtype)
+    else:
+        problems = check_stems_dataset(root, expect_full=expect_full)
     if problems:
         lines = "\n".join(f"  {problem}" for problem in problems)
         raise DataError(f"dataset {root} has {len(problems)} problem(s):\n{lines}\n{FIX_HINT}")
@@ -313,10 +344,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="expect the full dataset: 100 train and 50 test tracks with the official names")
     parser.add_argument("--format", choices=DATASET_FORMATS, default="wav", dest="dataset_format",
                         help="wav: MUSDB18-HQ track folders (default); stems: compressed MUSDB18 .stem.mp4 files")
+    parser.add_argument("--subtype", default="PCM_16",
+                        help="sample format every wav must have (default PCM_16, MUSDB18-HQ's; 'any' to skip)")
 
 
 def run(args: argparse.Namespace) -> int:
-    validate_or_raise(args.root, expect_full=args.full, dataset_format=args.dataset_format)
+    validate_or_raise(args.root, expect_full=args.full, dataset_format=args.dataset_format,
+                      subtype=None if args.subtype == "any" else args.subtype)
     print(f"{args.root}: valid ({args.dataset_format})")
     if args.manifest is not None:
         manifest = write_manifest(args.root, args.manifest, dataset_format=args.dataset_format)
