@@ -235,6 +235,27 @@ def test_evaluate_cli_errors_name_the_file(musdb_tree, tmp_path):
     assert not (tmp_path / "o.json").exists()
 
 
+def _rewrite(path: Path, change) -> None:
+    audio, sr = sf.read(path, dtype="float32")
+    sf.write(path, change(audio), sr, subtype="FLOAT")
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda a: a[: len(a) // 2], r"samples, the reference has .*truncated"),
+    (lambda a: np.full_like(a, np.nan), "NaN or infinite sample"),
+    (lambda a: np.where((np.arange(len(a))[:, None] == 10) & (np.arange(2) == 0), np.inf, a),
+     "^1 NaN or infinite sample"),
+], ids=["truncated", "all-nan", "one-inf"])
+def test_bad_estimates_are_refused_naming_the_file(musdb_tree, tmp_path, change, words):
+    track = musdb_tree / "test" / "BKS - Bulldozer"
+    _write_estimates(tmp_path / "est", track)
+    _rewrite(tmp_path / "est" / "other.wav", change)
+    with pytest.raises(DataError, match=r"est/other.wav: " + (words[1:] if words[0] == "^" else ".*" + words)):
+        _cli(["--estimates", str(tmp_path / "est"), "--references", str(track), "--mode", "sdr",
+              "--out", str(tmp_path / "o.json")])
+    assert not (tmp_path / "o.json").exists()
+
+
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
 def test_stem_mp4_references_read_as_musdb_reads_them(tmp_path):
     import musdb

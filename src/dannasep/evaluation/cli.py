@@ -14,9 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..constants import SOURCES
-from ..errors import DataError
-from .references import STEM_SUFFIX, read_estimates, read_references
+from .references import STEM_SUFFIX, check_estimates, read_estimates, read_references
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=("full", "sdr"), default="full",
                         help="full: museval BSS Eval v4 (SDR SIR SAR ISR, slow); sdr: exact fast SDR only")
     parser.add_argument("--nsdr", action="store_true", help="also store each source's MDX nSDR")
+    parser.add_argument("--length-tolerance", type=int, default=0, metavar="SAMPLES",
+                        help="accept estimates this many samples longer or shorter than the references "
+                             "(default 0: this project's separations keep the mixture's length)")
     parser.add_argument("--manifest", type=Path,
                         help="dataset manifest JSON the references belong to (its hash is recorded)")
 
@@ -55,10 +56,7 @@ def run(args: argparse.Namespace) -> int:
     # hashed right after reading: the provenance names the bytes that were scored
     provenance = score_record(track=name, estimates=args.estimates, references=args.references,
                               mode=args.mode, nsdr=args.nsdr, manifest=args.manifest)
-    for s in SOURCES:
-        if estimates[s].shape[1] != references[s].shape[1]:
-            raise DataError(f"{args.estimates / (s + '.wav')}: {estimates[s].shape[1]} channels, "
-                            f"reference has {references[s].shape[1]}; write it in stereo")
+    check_estimates(estimates, references, args.estimates, args.length_tolerance)
     started = time.perf_counter()
     scores = evaluate_track(references, estimates, mode=args.mode, track_name=name, with_nsdr=args.nsdr)
     # an extra top-level key: museval's loaders (json2df) read only "targets"

@@ -57,6 +57,26 @@ def read_estimates(folder: Path) -> dict[str, np.ndarray]:
     return {s: read_wav(_existing(folder / f"{s}.wav", "estimate"), SAMPLE_RATE)[0] for s in SOURCES}
 
 
+def check_estimates(estimates: dict[str, np.ndarray], references: dict[str, np.ndarray], folder: Path,
+                    length_tolerance: int = 0) -> None:
+    """Refuse estimates that would be scored wrongly without a word: another channel count,
+    another length than the references beyond `length_tolerance` samples (museval would
+    zero-pad or cut them), or NaN / infinite samples (a NaN frame drops out of the medians)."""
+    for s in SOURCES:
+        path, est, ref = folder / f"{s}.wav", estimates[s], references[s]
+        if est.shape[1] != ref.shape[1]:
+            raise DataError(f"{path}: {est.shape[1]} channel(s), the reference has {ref.shape[1]}; "
+                            "separate the track again")
+        if abs(est.shape[0] - ref.shape[0]) > length_tolerance:
+            raise DataError(f"{path}: {est.shape[0]} samples, the reference has {ref.shape[0]} "
+                            f"(allowed difference {length_tolerance}); the estimate is truncated or belongs "
+                            "to another track: separate it again")
+        bad = est.size - int(np.isfinite(est).sum())
+        if bad:
+            raise DataError(f"{path}: {bad} NaN or infinite sample(s); the separation diverged: "
+                            "check the checkpoint and separate the track again")
+
+
 def _existing(path: Path, kind: str) -> Path:
     if not path.is_file():
         fix = "run the separation step for this track" if kind == "estimate" else "check the dataset"
