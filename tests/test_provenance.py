@@ -234,12 +234,14 @@ def test_file_outside_the_blend_does_not_fail_the_blend(copy, capsys):
 def test_new_checkpoint_makes_estimates_stale(copy, capsys):
     manifest_hash = json.loads(Path(MANIFEST).read_text())["manifest_hash"]
     old = checkpoint_of("demucs")
+    old_sha = sha256(old)
     new = save_final(tiny_record("demucs", 7, manifest_hash), "results/checkpoints/demucs",
                      "results/checkpoints/demucs.json")
+    assert not Path(old).exists()  # a training folder keeps the final checkpoint its pointer names
     status, graph, _ = audit_json(capsys, "demucs")
     assert status == 1
     assert {(p["file"], p["expected"], p["actual"]) for p in graph["problems"]} == {
-        ("results/checkpoints/demucs.json", sha256(old), sha256(new))}
+        ("results/checkpoints/demucs.json", old_sha, sha256(new)), (str(old), old_sha, None)}
 
 
 def test_changed_dataset_fails_naming_the_files(copy, capsys):
@@ -267,16 +269,62 @@ def test_manifest_edited_by_hand_is_caught(copy, capsys):
                                for p in graph["problems"])
 
 
-def test_rescore_catches_an_edited_score(copy, capsys):
-    assert audit_json(capsys, "xumx", "--rescore")[0] == 0
+def test_an_edited_score_number_fails_the_audit_without_any_flag(copy, capsys):
+    assert audit_json(capsys, "xumx", "vocals")[0] == 0
     path = score_path("xumx", TEST_NAMES[0])
     doc = json.loads(path.read_text())
-    doc["targets"][3]["frames"][0]["metrics"]["SDR"] += 1.0
+    doc["targets"][3]["frames"][0]["metrics"]["SDR"] = 9.0
     path.write_text(json.dumps(doc))
-    assert audit_json(capsys, "xumx")[0] == 0  # hashes alone do not cover the numbers
-    status, graph, _ = audit_json(capsys, "xumx", "--rescore")
+    assert audit_json(capsys, "xumx", "vocals", "--no-rescore")[0] == 0  # hashes alone miss it
+    status, graph, err = audit_json(capsys, "xumx", "vocals")
     assert status == 1 and [p["file"] for p in graph["problems"]] == [str(path)]
-    assert "vocals" in graph["problems"][0]["message"]
+    assert "vocals SDR frames differ" in graph["problems"][0]["message"]
+    assert "provenance check failed" in err
+    # the workflow's provenance rule audits the same way (rescoring by default)
+    assert run_audit("--systems", *SYSTEMS, "--folder", "test", "--out", "results/provenance.json") == 1
+    assert json.loads(Path("results/provenance.json").read_text())["ok"] is False
+
+
+def test_estimates_scored_against_another_tracks_references_fail(copy, capsys):
+    a, b = TEST_NAMES[0], TEST_NAMES[1]
+    run_cli("evaluate", "--estimates", f"results/separations/xumx/test/{a}", "--references", f"data/test/{b}",
+            "--track", a, "--out", score_path("xumx", a), "--mode", "sdr", "--manifest", MANIFEST)
+    status, graph, _ = audit_json(capsys, str(score_path("xumx", a)), "--no-rescore")
+    assert status == 1
+    assert any(p["file"] == f"data/test/{b}" and "mixes tracks" in p["message"] for p in graph["problems"])
+
+
+def test_a_pointer_naming_another_dataset_fails(copy, capsys):
+    pointer = Path("results/checkpoints/xumx.json")
+    doc = json.loads(pointer.read_text())
+    doc["manifest_hash"] = "0" * 64
+    pointer.write_text(json.dumps(doc))
+    status, graph, _ = audit_json(capsys, "xumx")
+    assert status == 1 and any(p["file"] == str(pointer) and "manifest hash" in p["message"]
+                               for p in graph["problems"])
+
+
+def test_consistent_edits_that_reattribute_estimates_fail_a_reseparation(copy, capsys):
+    """xumx's estimates of one track re-attributed to the demucs checkpoint: the separation record
+    and the score's record of it edited together, so every hash agrees."""
+    track = TEST_NAMES[0]
+    folder = Path(f"results/separations/xumx/test/{track}")
+    record = json.loads((folder / "provenance.json").read_text())
+    demucs = json.loads(Path("results/checkpoints/demucs.json").read_text())
+    record["checkpoint"] = {"path": demucs["checkpoint"], "sha256": demucs["sha256"],
+                            "pointer": "results/checkpoints/demucs.json"}
+    (folder / "provenance.json").write_text(json.dumps(record))
+    score = score_path("xumx", track)
+    doc = json.loads(score.read_text())
+    doc["provenance"]["estimates"]["provenance"]["sha256"] = sha256(folder / "provenance.json")
+    score.write_text(json.dumps(doc))
+    assert audit_json(capsys, "xumx", "vocals")[0] == 0  # every hash and number agrees
+    status, graph, _ = audit_json(capsys, "xumx", "vocals", "--reseparate", "1")
+    assert status == 1
+    assert any("separating" in p["message"] and "other estimates" in p["message"] for p in graph["problems"])
+    # the untouched demucs estimates separate again to what is recorded
+    status, graph, _ = audit_json(capsys, "demucs", "--reseparate", "2")
+    assert status == 0 and sum("reseparated" in n for n in graph["nodes"].values()) == 2
 
 
 def test_score_without_provenance_fails(copy, capsys):
@@ -349,3 +397,32 @@ def test_audit_usage_errors_name_the_fix(copy):
         run_audit("xumx", "piano")
     with pytest.raises(DannasepError, match="no such score file"):
         run_audit("missing.json")
+
+
+def test_malformed_records_give_one_line_errors(copy, capsys):
+    path = score_path("xumx", TEST_NAMES[1])
+    doc = json.loads(path.read_text())
+    del doc["provenance"]["track"]
+    path.write_text(json.dumps(doc))
+    status, graph, _ = audit_json(capsys, str(path))
+    assert status == 1 and "malformed record (missing field 'track')" in graph["problems"][0]["message"]
+    broken = Path("results/checkpoints/broken.pt")
+    record = torch.load(checkpoint_of("xumx"), weights_only=True)
+    del record["state_dict"]
+    torch.save(record, broken)
+    assert cli.main(["inspect", str(broken)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "malformed checkpoint record" in err and "Traceback" not in err
+
+
+def test_a_score_changed_after_the_tables_were_made_fails(copy, capsys):
+    run_cli("report", "tables", "--scores", "results/scores", "--folder", "test", "--systems", *SYSTEMS,
+            "--weights", "none", "--out-dir", "results/tables", "--metrics", "results/metrics.json")
+    recorded = json.loads(Path("results/tables/inputs.json").read_text())["scores"]
+    path = score_path("xumx", TEST_NAMES[0])
+    assert recorded[str(path)] == sha256(path)
+    assert audit_json(capsys, "xumx")[0] == 0
+    path.write_text(path.read_text() + "\n")  # same numbers: only the tables' record can tell
+    status, graph, _ = audit_json(capsys, "xumx")
+    assert status == 1 and [p["file"] for p in graph["problems"]] == [str(path)]
+    assert "tables were computed from another version" in graph["problems"][0]["message"]

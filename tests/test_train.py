@@ -117,7 +117,7 @@ def test_inspect_prints_the_record(dataset, tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     params = sum(t.numel() for t in load_checkpoint(info["file"])["state_dict"].values() if t.is_floating_point())
     assert info["parameters"] == params and info["system"] == "demucs"
-    assert info["code"].keys() == {"git_commit", "git_dirty"}
+    assert info["code"].keys() == {"git_commit", "git_dirty", "untracked_files", "diff_sha256"}
 
 
 def test_fingerprint_ignores_bookkeeping_but_not_learning_settings():

@@ -34,8 +34,9 @@ def torch_save_atomic(obj, path: str | os.PathLike) -> Path:
 
 def build_record(*, system: str, model_name: str, model_class: str, model_kwargs: dict,
                  state_dict: dict, train_config: dict, seed: int, manifest_hash: str | None,
-                 scores: dict | None = None, training: dict | None = None) -> dict:
-    """Assemble the self-describing checkpoint dictionary."""
+                 scores: dict | None = None, training: dict | None = None, code: dict | None = None) -> dict:
+    """Assemble the self-describing checkpoint dictionary (`code`: the code state when the
+    process that finished it started; default: now)."""
     return {
         "format": FORMAT,
         "system": system,
@@ -44,7 +45,7 @@ def build_record(*, system: str, model_name: str, model_class: str, model_kwargs
         "train_config": train_config,
         "seed": seed,
         "data": {"manifest_hash": manifest_hash},
-        "code": code_state(),
+        "code": code or code_state(),
         "versions": package_versions(),
         "scores": scores or {},
         "training": training or {},
@@ -70,6 +71,8 @@ def save_final(record: dict, out_dir: str | os.PathLike, pointer: str | os.PathL
         "manifest_hash": record["data"]["manifest_hash"],
         "code": record["code"],
         "seed": record["seed"],
+        # True when the 14 validation tracks were training data too (data.tracks: train+valid)
+        "valid_in_training": record.get("training", {}).get("valid_in_training"),
     })
     # Earlier final checkpoints of this system (the folder persists across DVC reruns so that a
     # killed training resumes): only the one the pointer names is kept.

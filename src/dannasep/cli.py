@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# commands whose outputs record the code that made them
+RECORDING_COMMANDS = {"train", "separate", "evaluate", "blend", "import"}
+
+
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dannasep",
@@ -54,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.command in RECORDING_COMMANDS:
+        from .provenance.code_state import code_state
+
+        code_state()  # read now: the code this process runs, whatever changes while it runs
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)

@@ -180,3 +180,16 @@ def preflight(config: dict) -> list[str]:
                                 f"kwargs {official}); this system has arch {system['arch']}"
                                 + (f" and {wrong}" if wrong else "") + ": use those or drop the init")
     return problems
+
+
+def separate_settings(values: dict | None = None, source: str = "separate settings") -> dict:
+    """A system's `separate:` settings validated on their own, defaults filled in."""
+    schema = load_schema()
+    section = copy.deepcopy(schema["definitions"]["system"]["properties"]["separate"])
+    section = {**section, "definitions": schema["definitions"]}
+    values = copy.deepcopy(values or {})
+    _fill_defaults(values, section)
+    errors = sorted(jsonschema.Draft7Validator(section).iter_errors(values), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError("\n".join(_describe(e, source) for e in errors))
+    return values

@@ -33,18 +33,21 @@ rule tables:
         *_report_table("results", "results_table", "1. Separation results", "SDR: ours vs published"),
         *_report_table("blend_weights", "blend_weights", "2. Blend", "blend weights"),
         *_report_table("model_sizes", "model_sizes", "3. Models", "model sizes"),
+        *_report_table("ledger", "ledger", "4. Settings", "settings ledger"),
+        inputs=f"{REPORT_TABLES}/inputs.json",
         metrics=REPORT_METRICS,
     params:
         folder=EVAL_FOLDER,
         tracks=quoted(EVAL_TRACKS),
         weights=lambda w, input: input.weights or "none",
+        run_config=settings_file(config),
     conda:
         CONDA_ENV
     log:
         f"{LOGS}/report/tables.log",
     shell:
         f"dannasep report tables {_REPORT_COMMON_ARGS}"
-        f" --out-dir {REPORT_TABLES} --metrics {{output.metrics}} > {{log}} 2>&1"
+        f" --out-dir {REPORT_TABLES} --metrics {{output.metrics}} --config {{params.run_config:q}} > {{log}} 2>&1"
 
 
 rule figures:

@@ -30,8 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracks", nargs="+", metavar="TRACK", help="only these tracks (default every score file)")
     p.add_argument("--systems", nargs="+", metavar="SYSTEM", help="several systems: the paper table")
     p.add_argument("--out", type=Path, help="also write the graph as JSON (e.g. results/provenance.json)")
-    p.add_argument("--rescore", action="store_true",
-                   help="also recompute every score's SDR frames from the (verified) audio and compare")
+    p.add_argument("--no-rescore", dest="rescore", action="store_false",
+                   help="skip recomputing every score's SDR frames from the audio (on by default: milliseconds "
+                        "a track with the exact fast SDR)")
+    p.add_argument("--reseparate", type=int, default=0, metavar="N",
+                   help="also separate N tracks again with their recorded checkpoint (CPU) and compare with the "
+                        "recorded estimates (and re-blend blends): catches records edited consistently")
     p.add_argument("--json", action="store_true", help="print the graph as JSON instead of the chain")
 
 
@@ -41,7 +45,8 @@ def _graph(args) -> dict:
     if args.systems:
         if args.target:
             raise DannasepError("give either a target or --systems, not both")
-        return build_graph(args.results, args.systems, args.folder, args.tracks, rescore=args.rescore)
+        return build_graph(args.results, args.systems, args.folder, args.tracks, rescore=args.rescore,
+                           reseparate=args.reseparate)
     if not args.target:
         raise DannasepError("name a score file or a system, e.g. `dannasep audit xumx` (see --help)")
     if args.target.endswith(".json") or Path(args.target).is_file():
@@ -49,12 +54,13 @@ def _graph(args) -> dict:
             raise DannasepError(f"{args.target}: no such score file; run `dannasep evaluate` first")
         if args.source:
             raise DannasepError("a score file holds every source; give no source after it")
-        return trace_score_file(args.target, args.results, rescore=args.rescore)
+        return trace_score_file(args.target, args.results, rescore=args.rescore, reseparate=args.reseparate)
     if args.source and args.source not in CELL_SOURCES:
         raise DannasepError(f"unknown source {args.source!r}; use one of {', '.join(CELL_SOURCES)}")
-    tracer = Tracer(args.results, rescore=args.rescore)
+    tracer = Tracer(args.results, rescore=args.rescore, reseparate=args.reseparate)
     single = args.source in SOURCES
     tracer.add_system(args.target, args.folder, args.tracks, sources=(args.source,) if single else SOURCES)
+    tracer.check_table_inputs()
     return tracer.graph(systems=[args.target], folder=args.folder, source=args.source)
 
 
@@ -111,8 +117,11 @@ def describe(nid: str, node: dict) -> list[str]:
     if kind == "commit":
         notes = ["in this repository" if node.get("in_repository") else "not in this repository"]
         if node.get("dirty"):
-            notes.append("some steps had uncommitted changes")
+            diffs = ", ".join(str(d)[:12] for d in node.get("diff_sha256", []))
+            notes.append(f"some steps had uncommitted changes, diff sha256 {diffs}")
         return [f"commit {node.get('git_commit')} ({', '.join(notes)})"]
+    if kind == "table":
+        return [f"tables computed from the score files listed in {node['path']}"]
     if kind == "cell":
         value = "n/a" if node.get("value") is None else f"{node['value']:.3f} dB"
         return [f"{node['system']} {node['source']}: SDR {value}, {node.get('aggregation')}"]

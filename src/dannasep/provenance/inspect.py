@@ -38,7 +38,13 @@ def run(args) -> int:
     path = Path(args.checkpoint)
     if path.suffix == ".json":
         path = resolve_pointer(path)
-    info = describe(load_checkpoint(path))
+    try:
+        info = describe(load_checkpoint(path))
+    except (KeyError, TypeError, AttributeError) as exc:
+        from ..errors import DataError
+
+        raise DataError(f"{path}: malformed checkpoint record ({exc!r} missing or wrong); "
+                        "it was not written by `dannasep train` or was damaged") from None
     info = {"file": str(path), "sha256": sha256_file(path), **info}
     if args.json:
         print(json.dumps(info, indent=2, default=str))

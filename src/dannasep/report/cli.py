@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 TRAINED_SYSTEMS = ("xumx_baseline", "xumx", "unet", "demucs_baseline", "demucs")
 FIGURES = ("sdr_per_source", "sdr_per_track", "blend_simplex", "training_curves")
-TABLES = ("results", "blend_weights", "model_sizes")
+TABLES = ("results", "blend_weights", "model_sizes", "ledger")
 DEFAULT_WEIGHTS = Path("results/blend/weights.yaml")
 DEFAULT_GRID = Path("results/blend/grid.npz")
 
@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="folder of <system>.json checkpoint pointers (default results/checkpoints)")
     tables.add_argument("--out-dir", type=Path, default=Path("results/tables"),
                         help="folder for the tables (default results/tables)")
+    tables.add_argument("--config", type=Path,
+                        help="the run's configuration (validated YAML): its values go beside the ledger's")
     tables.add_argument("--metrics", type=Path, default=Path("results/metrics.json"),
                         help="flat per-system metrics JSON (default results/metrics.json)")
     figures.add_argument("--grid", type=Path,
@@ -98,7 +100,12 @@ def _run_tables(args) -> int:
     searched = load_weights(weights) if weights else None
     if searched is None:
         log.warning("no searched blend weights: shown as missing")
-    paths = write_all_tables(args.out_dir, _scores(args), searched, _run_models(args), args.metrics)
+    run_config = None
+    if args.config:
+        from ..config import load_config
+
+        run_config = load_config(args.config)
+    paths = write_all_tables(args.out_dir, _scores(args), searched, _run_models(args), args.metrics, run_config)
     log.info("wrote %s", ", ".join(str(p) for p in paths))
     return 0
 

@@ -126,3 +126,20 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def ledger_frame(run_config: dict | None = None):
+    """The ledger as a table: the paper config's value and status, and this run's value."""
+    import pandas as pd
+
+    paper = rows(effective_config([PAPER_CONFIG]))
+    frame = pd.DataFrame([{"system": r["system"], "setting": r["setting"], "authors": _cell(r["authors"]),
+                           "source": r["source"], "config/paper.yaml": _cell(r["config"]),
+                           "status": r["status"]} for r in paper])
+    if run_config is not None:
+        values = []
+        for r in paper:
+            value = lookup(run_config, r["key"]) if r["key"] else _MISSING
+            values.append("" if value is _MISSING else _cell(value))
+        frame.insert(5, "this run", values)
+    return frame

@@ -46,6 +46,7 @@ class SystemScores:
     sdr: dict[str, float]
     per_track: pd.DataFrame
     nsdr: dict[str, float] | None = None
+    files: list[str] = field(default_factory=list)  # the score files read
 
     @property
     def status(self) -> str:
@@ -79,7 +80,8 @@ def load_system_scores(scores_root: str | os.PathLike, system: str, folder: str 
         nsdr = {s: float(per_source.get(s, math.nan)) for s in SOURCES} | {"avg": overall}
     except DataError:
         nsdr = None
-    return SystemScores(system, [p.stem for p in files], expected, sdr, per_track, nsdr)
+    return SystemScores(system, [p.stem for p in files], expected, sdr, per_track, nsdr,
+                        [str(p) for p in files])
 
 
 def load_all_scores(scores_root, systems: Sequence[str], folder: str = "test",
@@ -141,6 +143,7 @@ class ModelInfo:
     """A model described by registry name and kwargs; parameters counted on the meta device."""
     arch: str
     kwargs: dict = field(default_factory=dict)
+    valid_in_training: bool | None = None  # trained on the validation tracks too
 
     def parameters(self) -> int:
         import torch
@@ -162,8 +165,9 @@ def read_pointer(path: str | os.PathLike) -> ModelInfo | None:
     if not path.is_file():
         return None
     try:
-        model = json.loads(path.read_text())["model"]
-        return ModelInfo(model["name"], dict(model.get("kwargs") or {}))
+        doc = json.loads(path.read_text())
+        model = doc["model"]
+        return ModelInfo(model["name"], dict(model.get("kwargs") or {}), doc.get("valid_in_training"))
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: unreadable checkpoint pointer ({exc}); re-run the training rule") from None
 
@@ -354,20 +358,52 @@ SIZES_CAPTION = ("Model sizes: trainable parameters and fp32 weights in MB (MiB,
                  "published sizes.")
 
 
+LEDGER_CAPTION = ("Settings ledger: every setting the paper or the authors' code fixes, its source, the "
+                  "value in config/paper.yaml and in this run, and why the paper config differs where it does.")
+
+
+def valid_in_training(run_models: Mapping[str, ModelInfo | None], systems=None) -> list[str]:
+    """The systems (of `systems`, default all) whose checkpoints trained on the validation tracks."""
+    return [s for s, m in run_models.items() if m is not None and m.valid_in_training
+            and (not systems or s in systems)]
+
+
+def write_inputs(out_dir, scores: Mapping[str, SystemScores | None]) -> list[Path]:
+    """inputs.json: every score file the tables read, with its sha256 (`dannasep audit` checks it)."""
+    from ..io import sha256_file
+
+    path = Path(out_dir) / "inputs.json"
+    files = sorted(f for sc in scores.values() if sc is not None for f in sc.files)
+    write_json(path, {"scores": {f: sha256_file(f) for f in files}})
+    return [path]
+
+
 def write_all_tables(out_dir, scores: Mapping[str, SystemScores | None],
                      searched_weights, run_models: Mapping[str, ModelInfo | None],
-                     metrics_path: str | os.PathLike | None = None) -> list[Path]:
-    """Write results, blend_weights and model_sizes tables (+ metrics.json); return the paths."""
+                     metrics_path: str | os.PathLike | None = None, run_config: dict | None = None) -> list[Path]:
+    """Write results, blend_weights, model_sizes and ledger tables (+ metrics.json, inputs.json);
+    return the paths."""
     missing = [s for s, sc in scores.items() if sc is None]
     if missing:
         log.warning("no scores for %s: shown as missing", ", ".join(missing))
     results = results_table(scores)
     note = f"Missing from this run: {', '.join(missing)}." if missing else ""
+    if saw := valid_in_training(run_models):
+        note += (" " if note else "") + (f"Trained on the 14 validation tracks too: {', '.join(saw)} "
+                                         "(their validation scores are not held out).")
     paths = write_table(out_dir, "results", results, results_display(results), RESULTS_CAPTION, note)
     blend = blend_weights_table(searched_weights, run_models)
-    paths += write_table(out_dir, "blend_weights", blend, blend_display(blend), BLEND_CAPTION)
+    saw = valid_in_training(run_models, searched_weights[0] if searched_weights else ())
+    blend_note = (f"Trained on the 14 validation tracks as well (data.tracks: train+valid): {', '.join(saw)}; "
+                  "weights searched on those tracks favour them." if saw else "")
+    paths += write_table(out_dir, "blend_weights", blend, blend_display(blend), BLEND_CAPTION, blend_note)
+    paths += write_inputs(out_dir, scores)
     sizes = model_size_table(run_models)
     paths += write_table(out_dir, "model_sizes", sizes, sizes_display(sizes), SIZES_CAPTION)
+    from .ledger import ledger_frame
+
+    ledger = ledger_frame(run_config)
+    paths += write_table(out_dir, "ledger", ledger, ledger.set_index(["system", "setting"]), LEDGER_CAPTION)
     if metrics_path is not None:
         write_json(metrics_path, metrics_summary(scores))
         paths.append(Path(metrics_path))

@@ -29,7 +29,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from ..checkpoint import load_checkpoint, load_model, resolve_pointer, sha256_file
-    from ..config import load_config, validate_config
+    from ..config import load_config, separate_settings
     from ..io import write_json
     from ..provenance.code_state import code_state, package_versions
 
@@ -44,8 +44,9 @@ def run(args) -> int:
         cfg = load_config(args.config)
         sep_cfg = cfg["models"][system]["separate"]
     else:
-        sep_cfg = validate_config({"models": {system: {"arch": record["model"]["name"], "loss": "l1"}}})[
-            "models"][system]["separate"]
+        # the separation settings the checkpoint was trained with (defaults filled in)
+        trained = record.get("train_config", {}).get("system", {})
+        sep_cfg = separate_settings(trained.get("separate"), source=f"{path}: separate settings")
     model = load_model(record, args.device)
     n_frames = sf.info(str(args.mixture)).frames
     with tqdm(total=n_frames, unit="sample", unit_scale=True, desc=f"{system}: {Path(args.mixture).parent.name}",

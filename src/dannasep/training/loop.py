@@ -282,7 +282,8 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
             scores=scores, training={"epochs": epoch, "steps": step, "world_size": info.world_size,
                                      "device": device.type, "history": history, "selected": selected,
                                      "valid_in_training": saw_valid, "init": init_record,
-                                     "code_sha256": code_hash, "runs": runs})
+                                     "code_sha256": code_hash, "runs": runs},
+            code=started_code)
         final = ckpt.save_final(record, out_dir, pointer)
         log.info("wrote %s (epoch %s: %s)", final, selected["epoch"], selected["reason"])
     distributed.barrier(info)
