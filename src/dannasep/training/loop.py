@@ -29,11 +29,16 @@ from ..errors import ConfigError
 from ..io import atomic_path
 from ..training import distributed
 from .objectives import compute_loss
+from .params import build_optimizer, freeze, init_from_checkpoint, keep_frozen
 from .sampler import ResumableSampler
 from .state import config_fingerprint, load_state, save_state
 from .validation import validate
 
 log = logging.getLogger(__name__)
+
+# train.<key> settings that, when set, replace data.<key> for one system.
+DATA_OVERRIDES = ("segment_seconds", "samples_per_track", "gain_min", "gain_max", "channel_swap_p",
+                  "sign_flip_p")
 
 
 class _Preemption:
@@ -93,15 +98,18 @@ def _init_weights(model, system_cfg: dict, pretrained: str | None) -> None:
 
 def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, pointer: str | Path,
           curve_csv: str | Path, manifest_hash: str | None, pretrained: str | None = None,
-          progress: bool = True) -> Path | None:
-    """Train `system` as configured; return the final checkpoint path (None on non-main ranks)."""
+          init_checkpoint: str | None = None, progress: bool = True) -> Path | None:
+    """Train `system` as configured; return the final checkpoint path (None on non-main ranks).
+
+    `init_checkpoint`: the final checkpoint (or pointer) of the system `init_system` names.
+    """
     from ..data.dataset import MUSDBTrainDataset, MUSDBValidDataset
     from ..models import build_model
 
     system_cfg = cfg["models"][system]
     tcfg = system_cfg["train"]
     data_cfg = dict(cfg["data"])
-    for key in ("segment_seconds", "samples_per_track"):
+    for key in DATA_OVERRIDES:
         if tcfg[key] is not None:
             data_cfg[key] = tcfg[key]
     out_dir, curve_csv = Path(out_dir), Path(curve_csv)
@@ -127,14 +135,19 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
 
     model = build_model(system_cfg["arch"], **system_cfg["kwargs"])
     _init_weights(model, system_cfg, pretrained)
+    if bool(system_cfg.get("init_system")) != bool(init_checkpoint):
+        raise ConfigError(f"models.{system}.init_system is {system_cfg.get('init_system')!r}: pass its "
+                          f"checkpoint with --init-checkpoint exactly when it is set")
+    init_record = init_from_checkpoint(model, init_checkpoint, tcfg["freeze"]) if init_checkpoint else None
     model.to(device)
     if info.enabled and tcfg["sync_batchnorm"]:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     core = model
+    frozen = freeze(core, tcfg["freeze"])
     if info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.Adam(core.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
+    optimizer = build_optimizer(core, tcfg)
     scheduler = _scheduler(optimizer, tcfg["scheduler"])
     use_amp = tcfg["amp"] and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
@@ -184,6 +197,7 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
         skip = start_batch * tcfg["batch_size"] if epoch == start_epoch else 0
         sampler.set_epoch(epoch, skip=skip)
         model.train()
+        keep_frozen(frozen)
         t0, losses = time.time(), []
         first_batch = start_batch if epoch == start_epoch else 0
         bar = tqdm(loader, total=batches_per_epoch - first_batch, disable=not (progress and info.is_main),
@@ -195,7 +209,8 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
             sync_ctx = model.no_sync() if info.enabled and not boundary else contextlib.nullcontext()
             with sync_ctx:
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    loss = compute_loss(system_cfg["loss"], model, core, mix, targets, tcfg["loss_precision"])
+                    loss = compute_loss(system_cfg["loss"], model, core, mix, targets, tcfg["loss_precision"],
+                                        margin=tcfg["loss_margin"])
                 scaled = loss / accum
                 (scaler.scale(scaled) if scaler else scaled).backward()
             if not math.isfinite(loss.item()):
@@ -262,7 +277,8 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
             model_kwargs=system_cfg["kwargs"], state_dict=weights,
             train_config={"system": system_cfg, "data": data_cfg}, seed=seed, manifest_hash=manifest_hash,
             scores=scores, training={"epochs": epoch, "steps": step, "world_size": info.world_size,
-                                     "device": device.type, "history": history})
+                                     "device": device.type, "history": history,
+                                     **({"init": init_record} if init_record else {})})
         final = ckpt.save_final(record, out_dir, pointer)
         log.info("wrote %s", final)
     distributed.barrier(info)
