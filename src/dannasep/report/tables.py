@@ -357,13 +357,19 @@ SIZES_CAPTION = ("Model sizes: trainable parameters and fp32 weights in MB (MiB,
 def write_all_tables(out_dir, scores: Mapping[str, SystemScores | None],
                      searched_weights, run_models: Mapping[str, ModelInfo | None],
                      metrics_path: str | os.PathLike | None = None) -> list[Path]:
-    """Write results, blend_weights and model_sizes tables (+ metrics.json); return the paths."""
+    """Write results, published, blend_weights and model_sizes tables (+ metrics.json); return the
+    paths."""
     missing = [s for s, sc in scores.items() if sc is None]
     if missing:
         log.warning("no scores for %s: shown as missing", ", ".join(missing))
     results = results_table(scores)
     note = f"Missing from this run: {', '.join(missing)}." if missing else ""
     paths = write_table(out_dir, "results", results, results_display(results), RESULTS_CAPTION, note)
+    from . import comparison
+
+    others = comparison.published_table(scores)
+    paths += write_table(out_dir, "published", others, comparison.published_display(others),
+                         comparison.CAPTION, comparison.notes())
     blend = blend_weights_table(searched_weights, run_models)
     paths += write_table(out_dir, "blend_weights", blend, blend_display(blend), BLEND_CAPTION)
     sizes = model_size_table(run_models)
