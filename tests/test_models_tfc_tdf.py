@@ -58,7 +58,7 @@ def test_small_sizes_are_the_authors(bottleneck, bias):
 def test_paper_config_has_the_paper_settings():
     models = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())["models"]
     assert models["tfc_tdf"]["kwargs"] == PAPER_KWARGS["tfc_tdf"]
-    assert models["tfc_tdf_v2"]["kwargs"] == {**PAPER_KWARGS["tfc_tdf"], "mixer": False}
+    assert models["tfc_tdf_v2"]["kwargs"] == PAPER_KWARGS["tfc_tdf_v2"] == {**PAPER_KWARGS["tfc_tdf"], "mixer": False}
     assert models["tfc_tdf"]["init_system"] == "tfc_tdf_v2"
     assert models["tfc_tdf"]["train"]["freeze"] == ["separators"]
     # 256 frames of hop 1024, the authors' dim_t

@@ -36,9 +36,10 @@ PAPER_KWARGS: dict[str, dict] = {
     "tfc_tdf": dict(n_fft=KUIELAB_N_FFT, hop_length=1024, dim_f=2048, num_blocks=11, layers=3,
                     growth=32, kernel_size=3, bottleneck=8, bias=False, mixer=True, nb_channels=2),
 }
+PAPER_KWARGS["tfc_tdf_v2"] = dict(PAPER_KWARGS["tfc_tdf"], mixer=False)  # the separators alone
 # Registry name of each paper setting.
 PAPER_ARCH = {"xumx": "xumx", "unet": "unet", "demucs": "demucs", "demucs_baseline": "demucs",
-              "demucs_baseline_64": "demucs", "tfc_tdf": "tfc_tdf"}
+              "demucs_baseline_64": "demucs", "tfc_tdf": "tfc_tdf", "tfc_tdf_v2": "tfc_tdf"}
 
 # Same architectures, small enough to train for a minute on a CPU with short segments.
 TINY_KWARGS: dict[str, dict] = {
