@@ -10,7 +10,7 @@ from dannasep.training.objectives import compute_loss
 
 pytestmark = pytest.mark.gpu
 
-LOSSES = {"xumx": "multidomain_complex_mwf", "unet": "multidomain_complex", "demucs": "l1"}
+LOSSES = {"xumx": "multidomain_complex_mwf", "unet": "multidomain_complex", "demucs": "l1", "tfc_tdf": "mse"}
 
 
 @pytest.mark.parametrize("arch", sorted(LOSSES))

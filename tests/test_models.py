@@ -18,8 +18,10 @@ from dannasep.models.unet import D2Block, LocalAttention2d
 
 # REFERENCE.md section 1: sizes that reproduce the paper's model-size column.
 PAPER_PARAMETERS = {"xumx": 35.57e6, "unet": 15.68e6, "demucs": 191.9e6,
-                    "demucs_baseline": 149.5e6, "demucs_baseline_64": 265.7e6}
-TINY_ARCH = {"xumx": "xumx", "unet": "unet", "demucs": "demucs", "demucs_baseline": "demucs"}
+                    "demucs_baseline": 149.5e6, "demucs_baseline_64": 265.7e6,
+                    "tfc_tdf": 29_693_024, "tfc_tdf_v2": 29_692_944}  # KUIELab's code (test_models_tfc_tdf.py)
+TINY_ARCH = {"xumx": "xumx", "unet": "unet", "demucs": "demucs", "demucs_baseline": "demucs",
+             "tfc_tdf": "tfc_tdf"}
 
 
 def tiny(name, **overrides):
@@ -89,8 +91,8 @@ def test_registry_round_trip(name):
 
 
 def test_registry_errors():
-    assert set(MODELS) == {"xumx", "unet", "demucs"}
-    with pytest.raises(ConfigError, match=r"unknown model 'umx'.*demucs, unet, xumx"):
+    assert set(MODELS) == {"xumx", "unet", "demucs", "tfc_tdf"}
+    with pytest.raises(ConfigError, match=r"unknown model 'umx'.*demucs, tfc_tdf, unet, xumx"):
         build_model("umx")
     with pytest.raises(ConfigError, match=r"'demucs'.*decoders"):
         build_model("demucs", decoders="eight")

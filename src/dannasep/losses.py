@@ -1,4 +1,4 @@
-"""Training losses: X-scheme multi-domain loss, the Danna-Sep variant, and L1 for Demucs.
+"""Training losses: X-scheme multi-domain loss, the Danna-Sep variant, L1 for Demucs, MSE for TFC-TDF.
 
 Definitions, settled from the two reference codes (read for facts):
 
@@ -187,6 +187,24 @@ def tf_model_loss(model: nn.Module, mix_wave: torch.Tensor, target_wave: torch.T
         # With 0 iterations est_stft = est_mag * mixture phase, so |est_stft| = est_mag.
         est_spec, target_spec = dsp.magnitude(est_stft), dsp.magnitude(target_stft)
     return multi_domain_loss(est_spec, target_spec, est_wave, target_wave, alpha=alpha)
+
+
+def _check_shapes(est_wave: torch.Tensor, target_wave: torch.Tensor) -> None:
+    if est_wave.shape != target_wave.shape:
+        raise ValueError(f"est_wave {tuple(est_wave.shape)} and target_wave "
+                         f"{tuple(target_wave.shape)} differ in shape; crop the target to the "
+                         f"model output first")
+
+
+def mse_waveform_loss(est_wave: torch.Tensor, target_wave: torch.Tensor) -> torch.Tensor:
+    """KUIELab-MDX-Net: mean squared error over all elements (``F.mse_loss``), shapes must match.
+
+    Their code trains each source's network on its own source's MSE and the Mixer on the MSE of
+    all four; with one network per source, the mean over the four sources gives each network
+    its own loss's gradient divided by 4, which RMSprop's normalisation cancels (up to its eps).
+    """
+    _check_shapes(est_wave, target_wave)
+    return (est_wave - target_wave.to(est_wave.dtype)).square().mean()
 
 
 def l1_waveform_loss(est_wave: torch.Tensor, target_wave: torch.Tensor) -> torch.Tensor:

@@ -20,9 +20,10 @@ _REPORT_COMMON_INPUT = dict(
     weights=REPORT_BLEND.get("weights", []),
 )
 # "none" when this run has no blend, so a weights file left by an earlier run is not shown
+# --systems: this run's systems beyond the paper's rows (e.g. tfc_tdf) get rows too
 _REPORT_COMMON_ARGS = (
     "--scores results/scores --folder {params.folder} --tracks {params.tracks}"
-    " --weights {params.weights} --checkpoints results/checkpoints"
+    " --weights {params.weights} --checkpoints results/checkpoints --systems {params.systems}"
 )
 
 
@@ -31,6 +32,7 @@ rule tables:
         **_REPORT_COMMON_INPUT,
     output:
         *_report_table("results", "results_table", "1. Separation results", "SDR: ours vs published"),
+        *_report_table("published", "published_table", "1. Separation results", "published numbers"),
         *_report_table("blend_weights", "blend_weights", "2. Blend", "blend weights"),
         *_report_table("model_sizes", "model_sizes", "3. Models", "model sizes"),
         *_report_table("ledger", "ledger", "4. Settings", "settings ledger"),
@@ -41,6 +43,7 @@ rule tables:
         tracks=quoted(EVAL_TRACKS),
         weights=lambda w, input: input.weights or "none",
         run_config=settings_file(config),
+        systems=ALL_SYSTEMS,
     conda:
         CONDA_ENV
     log:
@@ -64,6 +67,7 @@ rule figures:
         folder=EVAL_FOLDER,
         tracks=quoted(EVAL_TRACKS),
         weights=lambda w, input: input.weights or "none",
+        systems=ALL_SYSTEMS,
         grid=lambda w, input: input.grid or "none",
     conda:
         CONDA_ENV

@@ -41,6 +41,19 @@ def _launcher(system):
             f"then echo {srun}; else echo {local}; fi) ")
 
 
+def _init_pointer(system):
+    """The pointer of the system whose final weights `system` starts from (init_system), or []."""
+    other = config["models"][system]["init_system"]
+    if not other:
+        return []
+    if other not in SYSTEMS or other == system:
+        raise WorkflowError(
+            f"models.{system}.init_system: {other!r} is not another system of this config "
+            f"(configured: {', '.join(SYSTEMS)}); name the system trained first, or set it to null"
+        )
+    return checkpoint_pointer(other)
+
+
 for _system in SYSTEMS:
 
     rule:
@@ -55,6 +68,7 @@ for _system in SYSTEMS:
                 if config["models"][_system]["init"] == "official_xumx"
                 else []
             ),
+            init=_init_pointer(_system),
         output:
             pointer=checkpoint_pointer(_system),
             curve=f"results/training/{_system}.csv",
@@ -70,6 +84,7 @@ for _system in SYSTEMS:
                 if config["models"][_system]["init"] == "official_xumx"
                 else ""
             ),
+            init=f"--init-checkpoint {_init_pointer(_system)}" if _init_pointer(_system) else "",
         threads: config["models"][_system]["train"]["threads"]
         resources:
             **_train_resources(_system),
@@ -82,5 +97,5 @@ for _system in SYSTEMS:
         shell:
             "{params.launch}dannasep train --config {params.config_file:q} --system {params.system} --root {params.root:q}"
             " --manifest {input.manifest} --out-dir results/checkpoints/{params.system}"
-            " --pointer {output.pointer} --curve {output.curve} {params.pretrained} --no-progress"
+            " --pointer {output.pointer} --curve {output.curve} {params.pretrained} {params.init} --no-progress"
             " > {log} 2>&1"

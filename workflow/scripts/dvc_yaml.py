@@ -106,7 +106,11 @@ def build(config_path: str = DEFAULT_CONFIG) -> dict:
     for s in systems:
         stages[f"train_{s}"] = {
             "cmd": [_snakemake(training, f" --omit-from {training}", touch=True), _snakemake(training)],
-            "deps": [*compress(_training_code(shipped, s)), manifest],
+            "deps": [*compress(_training_code(shipped, s)), manifest,
+                     # a system that starts from another's final weights (init_system) reads them
+                     *([f"results/checkpoints/{cfg['models'][s]['init_system']}.json",
+                        f"results/checkpoints/{cfg['models'][s]['init_system']}"]
+                       if cfg["models"][s].get("init_system") else [])],
             "params": [{"results/config.yaml": ["dataset", "data", f"models.{s}"]}],
             "outs": [{f"results/checkpoints/{s}.json": {"persist": True}},
                      {f"results/checkpoints/{s}": {"persist": True}},

@@ -15,7 +15,9 @@ from ..errors import ConfigError
 
 # name -> "module:Class". Classes are imported when first asked for, so a step imports (and,
 # for DVC and Snakemake, depends on: dannasep.provenance.code_deps) only the models it builds.
-_REGISTRY = {"xumx": "xumx:XUMX", "unet": "unet:UNet", "demucs": "demucs:Demucs"}
+_REGISTRY = {"xumx": "xumx:XUMX", "unet": "unet:UNet", "demucs": "demucs:Demucs", "tfc_tdf": "tfc_tdf:TFCTDF"}
+# KUIELab's per-source STFT sizes (their MDX configs); kept here so the registry needs no torch
+KUIELAB_N_FFT = {"drums": 4096, "bass": 16384, "other": 8192, "vocals": 6144}
 
 
 def _load(spec: str):
@@ -64,10 +66,14 @@ PAPER_KWARGS: dict[str, dict] = {
     "demucs_baseline_64": dict(channels=64, depth=6, kernel_size=8, stride=4, growth=2.0,
                                context=3, lstm_layers=2, rescale=0.1, resample=True,
                                normalize=False, decoders="single", nb_channels=2),
+    # KUIELab-MDX-Net (kuielab/mdx-net Leaderboard_A, configs/model/ConvTDFNet_<source>.yaml).
+    "tfc_tdf": dict(n_fft=KUIELAB_N_FFT, hop_length=1024, dim_f=2048, num_blocks=11, layers=3,
+                    growth=32, kernel_size=3, bottleneck=8, bias=False, mixer=True, nb_channels=2),
 }
+PAPER_KWARGS["tfc_tdf_v2"] = dict(PAPER_KWARGS["tfc_tdf"], mixer=False)  # the separators alone
 # Registry name of each paper setting.
 PAPER_ARCH = {"xumx": "xumx", "unet": "unet", "demucs": "demucs", "demucs_baseline": "demucs",
-              "demucs_baseline_64": "demucs"}
+              "demucs_baseline_64": "demucs", "tfc_tdf": "tfc_tdf", "tfc_tdf_v2": "tfc_tdf"}
 
 # Same architectures, small enough to train for a minute on a CPU with short segments.
 TINY_KWARGS: dict[str, dict] = {
@@ -76,6 +82,8 @@ TINY_KWARGS: dict[str, dict] = {
                  attention_channels=16, attention_d_model=16, attention_heads=2),
     "demucs": dict(channels=8, depth=4, lstm_layers=1, normalize=True, decoders="per_source"),
     "demucs_baseline": dict(channels=8, depth=4, lstm_layers=1, decoders="single"),
+    "tfc_tdf": dict(n_fft={"drums": 512, "bass": 2048, "other": 1024, "vocals": 768}, hop_length=256,
+                    dim_f=128, num_blocks=5, layers=1, growth=8, bottleneck=4, mixer=True),
 }
 
 
@@ -104,4 +112,4 @@ def __getattr__(name):  # `from dannasep.models import XUMX` still works, lazily
 
 
 __all__ = ["MODELS", "PAPER_KWARGS", "PAPER_ARCH", "TINY_KWARGS", "build_model",
-           "count_parameters", "XUMX", "UNet", "Demucs"]
+           "count_parameters", "XUMX", "UNet", "Demucs", "TFCTDF"]

@@ -15,17 +15,17 @@ log = logging.getLogger(__name__)
 
 TRAINED_SYSTEMS = ("xumx_baseline", "xumx", "unet", "demucs_baseline", "demucs")
 FIGURES = ("sdr_per_source", "sdr_per_track", "blend_simplex", "training_curves")
-TABLES = ("results", "blend_weights", "model_sizes", "ledger")
+TABLES = ("results", "published", "blend_weights", "model_sizes", "ledger")
 DEFAULT_WEIGHTS = Path("results/blend/weights.yaml")
 DEFAULT_GRID = Path("results/blend/grid.npz")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="<action>", required=True)
-    tables = sub.add_parser("tables", help="results, blend-weight and model-size tables (CSV, Markdown, "
-                            "LaTeX, HTML) and metrics.json",
-                            description="Write results/blend_weights/model_sizes.{csv,md,tex,html} and "
-                                        "the flat metrics JSON for `dvc metrics show`.")
+    tables = sub.add_parser("tables", help="results, published-numbers, blend-weight and model-size "
+                            "tables (CSV, Markdown, LaTeX, HTML) and metrics.json",
+                            description="Write results/published/blend_weights/model_sizes."
+                                        "{csv,md,tex,html} and the flat metrics JSON for `dvc metrics show`.")
     figures = sub.add_parser("figures", help="SDR bars, per-track distributions, blend simplex, training "
                              "curves (PNG and PDF)",
                              description="Write " + ", ".join(f"{f}.{{png,pdf}}" for f in FIGURES) + ".")

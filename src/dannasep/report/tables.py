@@ -381,8 +381,8 @@ def write_inputs(out_dir, scores: Mapping[str, SystemScores | None]) -> list[Pat
 def write_all_tables(out_dir, scores: Mapping[str, SystemScores | None],
                      searched_weights, run_models: Mapping[str, ModelInfo | None],
                      metrics_path: str | os.PathLike | None = None, run_config: dict | None = None) -> list[Path]:
-    """Write results, blend_weights, model_sizes and ledger tables (+ metrics.json, inputs.json);
-    return the paths."""
+    """Write results, published, blend_weights, model_sizes and ledger tables (+ metrics.json,
+    inputs.json); return the paths."""
     missing = [s for s, sc in scores.items() if sc is None]
     if missing:
         log.warning("no scores for %s: shown as missing", ", ".join(missing))
@@ -392,6 +392,11 @@ def write_all_tables(out_dir, scores: Mapping[str, SystemScores | None],
         note += (" " if note else "") + (f"Trained on the 14 validation tracks too: {', '.join(saw)} "
                                          "(their validation scores are not held out).")
     paths = write_table(out_dir, "results", results, results_display(results), RESULTS_CAPTION, note)
+    from . import comparison
+
+    others = comparison.published_table(scores)
+    paths += write_table(out_dir, "published", others, comparison.published_display(others),
+                         comparison.CAPTION, comparison.notes())
     blend = blend_weights_table(searched_weights, run_models)
     saw = valid_in_training(run_models, searched_weights[0] if searched_weights else ())
     blend_note = (f"Trained on the 14 validation tracks as well (data.tracks: train+valid): {', '.join(saw)}; "

@@ -16,6 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pointer", required=True, help="JSON naming the final checkpoint (the rule's output)")
     p.add_argument("--curve", required=True, help="CSV of losses and validation SDR per epoch")
     p.add_argument("--pretrained", help="official X-UMX weights, for init: official_xumx")
+    p.add_argument("--init-checkpoint", help="final checkpoint (or its pointer JSON) of the system "
+                   "init_system names, for staged training")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -33,5 +35,5 @@ def run(args) -> int:
         manifest_hash = json.loads(Path(args.manifest).read_text()).get("manifest_hash")
     train(cfg=cfg, system=args.system, root=args.root or cfg["dataset"]["root"], out_dir=args.out_dir,
           pointer=args.pointer, curve_csv=args.curve, manifest_hash=manifest_hash,
-          pretrained=args.pretrained, progress=not args.no_progress)
+          pretrained=args.pretrained, init_checkpoint=args.init_checkpoint, progress=not args.no_progress)
     return 0

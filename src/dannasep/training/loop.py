@@ -39,6 +39,7 @@ from ..provenance.code_state import code_state
 from ..training import distributed
 from .init import init_weights
 from .objectives import compute_loss
+from .params import build_optimizer, freeze, init_from_checkpoint, keep_frozen
 from .sampler import ResumableSampler
 from .schedule import build_scheduler, is_plateau, plateau_value
 from .selection import BestWeights
@@ -85,8 +86,11 @@ def _needs_valid_loss(tcfg: dict) -> bool:
 
 def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, pointer: str | Path,
           curve_csv: str | Path, manifest_hash: str | None, pretrained: str | None = None,
-          progress: bool = True) -> Path | None:
-    """Train `system` as configured; return the final checkpoint path (None on non-main ranks)."""
+          init_checkpoint: str | None = None, progress: bool = True) -> Path | None:
+    """Train `system` as configured; return the final checkpoint path (None on non-main ranks).
+
+    `init_checkpoint`: the final checkpoint (or pointer) of the system `init_system` names.
+    """
     from ..data.dataset import MUSDBTrainDataset, MUSDBValidDataset
     from ..models import build_model
 
@@ -118,6 +122,12 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
 
     model = build_model(system_cfg["arch"], **system_cfg["kwargs"])
     init_record = init_weights(model, system_cfg, pretrained, dataset.tracks)
+    if bool(system_cfg.get("init_system")) != bool(init_checkpoint):
+        raise ConfigError(f"models.{system}.init_system is {system_cfg.get('init_system')!r}: pass its "
+                          f"checkpoint with --init-checkpoint exactly when it is set")
+    if init_checkpoint:
+        init_record = init_from_checkpoint(model, init_checkpoint, tcfg["freeze"])
+    frozen = freeze(model, tcfg["freeze"])
     model.to(device)
     if info.enabled and tcfg["sync_batchnorm"]:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -125,7 +135,7 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
     if info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.Adam(core.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
+    optimizer = build_optimizer(core, tcfg)
     scheduler = build_scheduler(optimizer, tcfg["scheduler"])
     use_amp = tcfg["amp"] and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
@@ -137,7 +147,8 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
     best = BestWeights(tcfg["select"])
 
     code_hash = files_hash(system_code(cfg, system, with_workflow=False))
-    fingerprint = config_fingerprint(system_cfg, data_cfg, {"manifest": manifest_hash, "code": code_hash})
+    fingerprint = config_fingerprint(system_cfg, data_cfg, {"manifest": manifest_hash, "code": code_hash,
+                                                            "init": (init_record or {}).get("sha256")})
     state_path = out_dir / "last.pt"
     start_epoch, start_batch, step, history, runs = 0, 0, 0, [], []
     state = load_state(state_path, fingerprint, set_aside=info.is_main)
@@ -188,6 +199,7 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
         first_batch = start_batch if epoch == start_epoch else 0
         sampler.set_epoch(epoch, skip=first_batch * tcfg["batch_size"])
         model.train()
+        keep_frozen(frozen)
         t0, losses = time.time(), []
         bar = tqdm(loader, total=batches_per_epoch - first_batch, disable=not (progress and info.is_main),
                    desc=f"{system} epoch {epoch + 1}/{tcfg['epochs']}", leave=False)
@@ -198,7 +210,8 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
             sync_ctx = model.no_sync() if info.enabled and not boundary else contextlib.nullcontext()
             with sync_ctx:
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    loss = compute_loss(system_cfg["loss"], model, core, mix, targets, tcfg["loss_precision"])
+                    loss = compute_loss(system_cfg["loss"], model, core, mix, targets, tcfg["loss_precision"],
+                                        margin=tcfg["loss_margin"])
                 scaled = loss / accum
                 (scaler.scale(scaled) if scaler else scaled).backward()
             if not math.isfinite(loss.item()):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..losses import l1_waveform_loss, tf_model_loss
+from ..losses import l1_waveform_loss, mse_waveform_loss, tf_model_loss
 
 # loss name -> (complex MSE, differentiable MWF iterations) for TF models
 TF_LOSSES = {
@@ -27,16 +27,28 @@ class _Forward:
         return getattr(self._core, name)
 
 
+# loss name -> waveform loss of waveform models
+WAVEFORM_LOSSES = {"l1": l1_waveform_loss, "mse": mse_waveform_loss}
+
+
 def compute_loss(loss_name: str, model: torch.nn.Module, core: torch.nn.Module, mix: torch.Tensor,
-                 targets: torch.Tensor, precision: str = "float64") -> torch.Tensor:
+                 targets: torch.Tensor, precision: str = "float64", margin: int = 0) -> torch.Tensor:
     """Scalar loss of `model` on `mix [batch, channels, samples]` vs `targets [batch, 4, channels, samples]`.
 
     `model` is what to call (possibly a DDP wrapper), `core` the bare model with its attributes.
+    `margin`: samples left out at each end of a waveform loss (KUIELab's Mixer: 8192).
     """
     forward = model if model is core else _Forward(model, core)
-    if loss_name == "l1":
-        est = forward(mix)
-        return l1_waveform_loss(est.float(), targets[..., : est.shape[-1]])
+    if loss_name in WAVEFORM_LOSSES:
+        est = forward(mix).float()
+        targets = targets[..., : est.shape[-1]]
+        if margin:
+            if 2 * margin >= est.shape[-1]:
+                raise ValueError(f"loss_margin {margin} leaves nothing of {est.shape[-1]}-sample segments")
+            est, targets = est[..., margin:-margin], targets[..., margin:-margin]
+        return WAVEFORM_LOSSES[loss_name](est, targets)
+    if margin:
+        raise ValueError(f"loss_margin applies to waveform losses ({', '.join(WAVEFORM_LOSSES)}), not {loss_name!r}")
     complex_mse, iterations = TF_LOSSES[loss_name]
     return tf_model_loss(forward, mix, targets, complex_mse=complex_mse, wiener_iterations=iterations,
                          wiener_dtype=getattr(torch, precision)).total.float()
