@@ -177,13 +177,29 @@ def slurm_cluster(tmp_path_factory):
     install = subprocess.run(["bash", str(ROOT / "workflow/scripts/install_system_packages.sh"), "slurm-wlm", "munge"],
                              capture_output=True, text=True, timeout=900)
     assert install.returncode == 0, "could not install slurm-wlm and munge:\n" + install.stderr
-    state = tmp_path_factory.mktemp("slurm-cluster")
+    state = tmp_path_factory.mktemp("slurm-cluster") / "state with a space"  # paths are quoted throughout
     try:
         start = subprocess.run(["bash", str(CLUSTER), "start", str(state)], capture_output=True, text=True, timeout=120)
         assert start.returncode == 0, start.stdout + start.stderr
         yield state
     finally:
         subprocess.run(["bash", str(CLUSTER), "stop", str(state)], capture_output=True, text=True, timeout=120)
+
+
+def test_stop_kills_only_the_daemons_it_started(tmp_path):
+    """Stale pid files naming other processes: `stop` leaves those processes alone."""
+    state = tmp_path / "stale state"
+    (state / "munge").mkdir(parents=True)
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        for name in ("slurmd.pid", "slurmctld.pid", "munge/munged.pid"):
+            (state / name).write_text(f"{bystander.pid}\n")
+        out = subprocess.run(["bash", str(CLUSTER), "stop", str(state)], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert bystander.poll() is None, "stop killed a process it did not start"
+        assert "which is not slurmd; not killing it" in out.stderr
+    finally:
+        bystander.kill()
 
 
 @pytest.fixture(scope="module")

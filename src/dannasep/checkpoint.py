@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .errors import DataError
-from .io import atomic_path, sha256_file, write_json
+from .io import atomic_path, fsync_dir, sha256_file, write_json
 from .provenance.code_state import code_state, package_versions
 
 FORMAT = "dannasep-checkpoint/1"
@@ -61,7 +61,8 @@ def save_final(record: dict, out_dir: str | os.PathLike, pointer: str | os.PathL
     torch_save_atomic(record, staging)
     digest = sha256_file(staging)
     final = out_dir / f"{record['system']}-{digest[:8]}.pt"
-    os.replace(staging, final)
+    os.replace(staging, final)  # staging was fsync'ed by torch_save_atomic
+    fsync_dir(out_dir)
     write_json(pointer, {
         "system": record["system"],
         "checkpoint": str(final),

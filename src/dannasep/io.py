@@ -1,7 +1,9 @@
-"""Atomic file writes: nothing half-written ever looks complete to the next step.
+"""Atomic, durable file writes: nothing half-written ever looks complete to the next step.
 
 Every writer creates a temporary sibling (same folder, so `os.replace` is an atomic rename on
-the same file system) and renames it into place only once it is complete.
+the same file system) and renames it into place only once it is complete. The file is fsync'ed
+before the rename and its folder after it: without that, a node crash (on NFS or Lustre too)
+can leave the new name pointing at an empty or partial file.
 """
 
 from __future__ import annotations
@@ -32,6 +34,28 @@ def _tmp_sibling(path: Path, suffix: str = "") -> Path:
     return Path(name)
 
 
+def fsync_file(path: str | os.PathLike) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename (or creation) in folder `path` durable; a no-op where folders cannot be synced."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a directory
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path to write; rename it onto `path` only if the block succeeds.
@@ -43,7 +67,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = _tmp_sibling(path, suffix="".join(path.suffixes[-1:]))
     try:
         yield tmp
+        fsync_file(tmp)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -57,9 +83,13 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
+        for item in tmp.rglob("*"):
+            (fsync_file if item.is_file() else fsync_dir)(item)
+        fsync_dir(tmp)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

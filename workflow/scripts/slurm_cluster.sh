@@ -32,16 +32,32 @@ usage() { die "usage: $0 start|stop STATE_DIR"; }
 [ $# -eq 2 ] || usage
 ACTION=$1
 STATE=$(realpath -m "$2")
+# SLURM's gres.conf cannot name a path with a space: the configuration names STATE through a
+# space-free symbolic link when it has one.
+if [[ "$STATE" =~ [[:space:]] ]]; then
+  CFG_STATE=/tmp/dannasep-slurm-$(printf %s "$STATE" | sha256sum | cut -c1-16)
+else
+  CFG_STATE=$STATE
+fi
 
 ours() { [ -f "$1" ] && head -n 1 "$1" | grep -qF "$MARKER"; }
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-# Stop the process whose pid is in file $1: TERM, then KILL after 10 s.
+# Whether the process whose pid is in file $1 is the program $2 (a pid file can outlive its
+# process, and the pid be reused by anything).
+pid_is() { pid_alive "$1" && [ "$(cat "/proc/$(cat "$1")/comm" 2>/dev/null)" = "$2" ]; }
+
+# Stop the process whose pid is in file $1 if it is program $2: TERM, then KILL after 10 s.
 stop_pidfile() {
-  local file=$1 pid
+  local file=$1 program=$2 pid
   pid_alive "$file" || { rm -f "$file"; return 0; }
   pid=$(cat "$file")
+  if ! pid_is "$file" "$program"; then
+    echo "slurm_cluster.sh: $file names pid $pid, which is not $program; not killing it" >&2
+    rm -f "$file"
+    return 0
+  fi
   kill "$pid" 2>/dev/null || true
   for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
@@ -69,7 +85,7 @@ SlurmctldPort=${SLURM_TEST_CTLD_PORT:-6817}
 SlurmdPort=${SLURM_TEST_SLURMD_PORT:-6818}
 SlurmUser=root
 AuthType=auth/munge
-AuthInfo=socket=$STATE/munge/munge.socket
+AuthInfo="socket=$CFG_STATE/munge/munge.socket"
 CredType=cred/munge
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
@@ -83,18 +99,18 @@ DefMemPerCPU=500
 MinJobAge=600
 KillWait=5
 ReturnToService=2
-StateSaveLocation=$STATE/ctld
-SlurmdSpoolDir=$STATE/slurmd
-SlurmctldPidFile=$STATE/slurmctld.pid
-SlurmdPidFile=$STATE/slurmd.pid
-SlurmctldLogFile=$STATE/log/slurmctld.log
-SlurmdLogFile=$STATE/log/slurmd.log
+StateSaveLocation="$CFG_STATE/ctld"
+SlurmdSpoolDir="$CFG_STATE/slurmd"
+SlurmctldPidFile="$CFG_STATE/slurmctld.pid"
+SlurmdPidFile="$CFG_STATE/slurmd.pid"
+SlurmctldLogFile="$CFG_STATE/log/slurmctld.log"
+SlurmdLogFile="$CFG_STATE/log/slurmd.log"
 GresTypes=gpu
 NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem Gres=gpu:$gpus State=UNKNOWN
 PartitionName=cpu Nodes=$node Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=$node MaxTime=INFINITE State=UP
 EOF
-  printf '%s\nNodeName=%s Name=gpu File=%s/gpu[0-%d]\n' "$MARKER" "$node" "$STATE" $((gpus - 1)) > "$GRES_CONF"
+  printf '%s\nNodeName=%s Name=gpu File="%s/gpu[0-%d]"\n' "$MARKER" "$node" "$CFG_STATE" $((gpus - 1)) > "$GRES_CONF"
 }
 
 start_munge() {
@@ -129,6 +145,7 @@ start() {
     die "a slurmctld is already running (stop it first, or: $0 stop STATE_DIR of the cluster that started it)"
   fi
   mkdir -p "$STATE"/{ctld,slurmd,log}
+  [ "$CFG_STATE" = "$STATE" ] || ln -sfn "$STATE" "$CFG_STATE"
   export PATH=$PATH:/usr/sbin
   write_config
   start_munge
@@ -146,18 +163,23 @@ start() {
 }
 
 stop() {
-  if pid_alive "$STATE/slurmctld.pid"; then
-    # Cancel what is left, and give the job steps a moment to end before slurmd goes.
-    scancel --full --quiet --user=root 2>/dev/null || true
+  export PATH=$PATH:/usr/sbin
+  # Cancel what is left on this cluster only (its slurmctld, through the slurm.conf this script
+  # wrote), and give the job steps a moment to end before slurmd goes.
+  if pid_is "$STATE/slurmctld.pid" slurmctld && ours "$CONF"; then
+    local jobs
+    jobs=$(SLURM_CONF=$CONF squeue -h -o %i 2>/dev/null || true)
+    [ -n "$jobs" ] && SLURM_CONF=$CONF scancel --full --quiet $jobs 2>/dev/null || true
     for _ in $(seq 100); do
-      [ -z "$(squeue -h -t running,completing,pending -o %i 2>/dev/null)" ] && break
+      [ -z "$(SLURM_CONF=$CONF squeue -h -t running,completing,pending -o %i 2>/dev/null)" ] && break
       sleep 0.1
     done
   fi
-  stop_pidfile "$STATE/slurmd.pid"
-  stop_pidfile "$STATE/slurmctld.pid"
-  stop_pidfile "$STATE/munge/munged.pid"
+  stop_pidfile "$STATE/slurmd.pid" slurmd
+  stop_pidfile "$STATE/slurmctld.pid" slurmctld
+  stop_pidfile "$STATE/munge/munged.pid" munged
   for f in "$CONF" "$GRES_CONF"; do ours "$f" && rm -f "$f"; done
+  [ "$CFG_STATE" = "$STATE" ] || rm -f "$CFG_STATE"
   return 0
 }
 

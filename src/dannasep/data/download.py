@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..errors import ConfigError, DownloadError
-from ..io import write_json
+from ..io import fsync_dir, write_json
 from .locking import file_lock
 
 log = logging.getLogger(__name__)
@@ -373,6 +373,7 @@ def download_file(url: str, dest: str | os.PathLike, *, size: int | None = None,
         digests = _verify_on_disk(part, dest, url, size, checksums, sha256_prefix, all_algorithms,
                                   length_known, mismatch_hint)
         os.replace(part_file, dest)
+        fsync_dir(Path(dest).parent)
         part.meta.unlink(missing_ok=True)
     log.info("%s: downloaded and verified (%d bytes)", dest, part.size)
     return Download(digests, part.size, length_known)
