@@ -4,7 +4,9 @@
 # Both create ./.venv (pinned versions from pyproject.toml, torch held by constraints.txt) and
 # install the Debian packages the project needs (ffmpeg for musdb) where absent.
 SHELL := /bin/bash
-PYTHON ?= python3
+# The interpreter .venv is built with (Python 3.11 or newer); default: found by
+# workflow/scripts/find_python.sh (python3.13, 3.12, 3.11, python3, or uv). `make PYTHON=...` to choose.
+PYTHON ?=
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
@@ -12,7 +14,7 @@ CORES ?= 2
 SYSTEM_PACKAGES ?= ffmpeg
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup system-packages
+.PHONY: run test setup system-packages python
 
 run: setup
 	snakemake --cores $(CORES) --configfile config/config.yaml
@@ -22,13 +24,18 @@ test: SYSTEM_PACKAGES += slurm-wlm munge
 test: setup
 	pytest
 
-setup: system-packages $(STAMP)
+setup: python system-packages $(STAMP)
+
+# First, and in seconds: stop with one line when no Python 3.11+ (or uv) is on PATH.
+python:
+	@test -x $(BIN)/python || PYTHON=$(PYTHON) bash workflow/scripts/find_python.sh >/dev/null
 
 system-packages:
 	@bash workflow/scripts/install_system_packages.sh $(SYSTEM_PACKAGES)
 
 # Re-install whenever the pins change.
 $(STAMP): pyproject.toml constraints.txt
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || { py=$$(PYTHON=$(PYTHON) bash workflow/scripts/find_python.sh) || exit 1; \
+	  if [ "$$py" = uv ]; then uv venv --seed --python 3.11 $(VENV); else "$$py" -m venv $(VENV); fi; }
 	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[test]'
 	@touch $@

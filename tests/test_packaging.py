@@ -58,3 +58,37 @@ def test_rule_conda_env_names_the_same_pins():
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert dict(p.split("==") for p in pip_section if "==" in p) == _pyproject_pins()
     assert "-e ../.." in pip_section  # this repository, relative to workflow/envs/
+
+
+def test_make_stops_at_once_without_python_311(tmp_path):
+    """A python3 of 3.10 first on PATH and no newer one: one line saying what to install, before
+    any system package or pip install is tried."""
+    import os
+    import shutil
+    import time
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stub = bin_dir / "python3"
+    stub.write_text('#!/bin/sh\ncase "$1" in --version) echo "Python 3.10.12";; *) exit 1;; esac\n')
+    stub.chmod(0o755)
+    for tool in ("make", "bash", "sh", "env", "cat", "dirname", "uname", "test"):
+        if shutil.which(tool):
+            (bin_dir / tool).symlink_to(shutil.which(tool))
+    repo = tmp_path / "repo"
+    for name in ("Makefile", "pyproject.toml", "constraints.txt", "workflow/scripts/find_python.sh",
+                 "workflow/scripts/install_system_packages.sh"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, repo / name)
+    start = time.monotonic()
+    out = subprocess.run(["make", "run"], cwd=repo, capture_output=True, text=True, timeout=60,
+                         env={"PATH": str(bin_dir), "HOME": str(tmp_path)})
+    assert out.returncode != 0 and time.monotonic() - start < 10
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "needs Python 3.11 or newer (found: Python 3.10.12)" in errors[0]
+    assert "apt-get install python3.11 python3.11-venv" in errors[0]
+    assert not (repo / ".venv").exists()
+
+
+def test_python_floor_is_stated():
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"] == ">=3.11"
