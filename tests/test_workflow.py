@@ -94,3 +94,17 @@ def test_config_values_reach_commands_as_single_arguments(tmp_path):
     assert out.returncode != 0  # nothing listens on port 9
     assert not marker.exists(), "a quote in a config URL ran a command"
     assert url in (repo / "logs/data/fetch_musdb18hq.log").read_text()
+
+
+def test_catalog_files_exist_and_every_job_rule_logs():
+    import re
+
+    for name in ("config/README.md", "LICENSE", ".snakemake-workflow-catalog.yml"):
+        assert (ROOT / name).is_file(), name
+    assert "MIT License" in (ROOT / "LICENSE").read_text()
+    for path in [ROOT / "Snakefile", *sorted((ROOT / "workflow/rules").glob("*.smk"))]:
+        text = path.read_text()
+        blocks = re.split(r"(?m)^\s*rule\b", text)[1:]
+        for block in blocks:
+            if re.search(r"(?m)^\s+(shell|run|script|notebook|wrapper):", block):
+                assert re.search(r"(?m)^\s+log:", block), f"{path.name}: a rule without log: {block[:80]!r}"
