@@ -53,11 +53,49 @@ def test_ci_runs_the_readme_test_command():
     assert [l for l in ci.splitlines() if l.strip() and not l.startswith(("#", "set ", "cd "))] == ["make test"]
 
 
-def test_rule_conda_env_names_the_same_pins():
+WORKFLOW_ONLY = {"snakemake", "snakemake-executor-plugin-slurm", "snakemake-executor-plugin-slurm-jobstep",
+                 "dvc", "pygments"}  # pygments: `snakemake --report` only
+
+
+def test_rule_conda_env_names_the_same_pins_and_no_path():
     env = yaml.safe_load((ROOT / "workflow" / "envs" / "dannasep.yaml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    assert dict(p.split("==") for p in pip_section if "==" in p) == _pyproject_pins()
-    assert "-e ../.." in pip_section  # this repository, relative to workflow/envs/
+    runtime = {k: v for k, v in _pyproject_pins().items() if k not in WORKFLOW_ONLY}
+    assert dict(p.split("==") for p in pip_section) == runtime  # every entry a pin: no path, no -e
+    assert "nodefaults" in env["channels"]
+    assert yaml.safe_load((ROOT / "environment.yml").read_text())["channels"] == env["channels"]
+
+
+def test_conda_jobs_plan_from_another_prefix(tmp_path):
+    """`--sdm conda --conda-prefix <elsewhere>`: the workflow plans, and a job's command finds
+    `dannasep` (workflow/bin) and the code (PYTHONPATH) without the repository installed."""
+    import os
+
+    prefix = tmp_path / "conda envs elsewhere"
+    # conda cannot be installed here: a stand-in answers the queries Snakemake makes
+    # before planning (a dry run creates no environment)
+    stub = tmp_path / "bin" / "conda"
+    stub.parent.mkdir()
+    stub.write_text("#!/bin/sh\ncase \"$*\" in\n"
+                    "  *--version*) echo 'conda 24.7.1';;\n"
+                    "  'config --get channel_priority --json') echo '{\"get\": {\"channel_priority\": \"strict\"}}';;\n"
+                    "  'info --json') echo '{\"conda_prefix\": \"/opt/conda\", \"root_prefix\": \"/opt/conda\", \"platform\": \"linux-64\"}';;\n"
+                    "  *) echo \"conda stand-in: $*\" >&2; exit 1;;\nesac\n")
+    stub.chmod(0o755)
+    out = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-n", "--cores", "1",
+                          "--sdm", "conda", "--conda-prefix", str(prefix), "--forceall", "-p"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}"})
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    assert "dannasep train" in text
+    wrapper = ROOT / "workflow" / "bin" / "dannasep"
+    env = {"PATH": f"{wrapper.parent}:{Path(sys.executable).parent}:/usr/bin:/bin",
+           "PYTHONPATH": str(ROOT / "src"), "HOME": str(tmp_path)}
+    done = subprocess.run(["dannasep", "--version"], capture_output=True, text=True, env=env, timeout=60,
+                          cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith("dannasep "), done.stderr
+    assert os.access(wrapper, os.X_OK)
 
 
 def test_make_stops_at_once_without_python_311(tmp_path):
