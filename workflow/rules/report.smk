@@ -20,9 +20,14 @@ _REPORT_COMMON_INPUT = dict(
     weights=REPORT_BLEND.get("weights", []),
 )
 # "none" when this run has no blend, so a weights file left by an earlier run is not shown
+# Systems beyond the paper's rows (e.g. the released files run as they are) get rows too.
+from dannasep.report.published import PAPER_SYSTEMS as _PAPER_SYSTEMS
+
+_EXTRA_SYSTEMS = [s for s in ALL_SYSTEMS if s not in _PAPER_SYSTEMS]
 _REPORT_COMMON_ARGS = (
     "--scores results/scores --folder {params.folder} --tracks {params.tracks}"
     " --weights {params.weights} --checkpoints results/checkpoints"
+    + (f" --systems {quoted(_EXTRA_SYSTEMS)}" if _EXTRA_SYSTEMS else "")
 )
 
 
@@ -51,7 +56,7 @@ rule figures:
     input:
         **_REPORT_COMMON_INPUT,
         grid=REPORT_BLEND.get("grid", []),
-        curves=[f"results/training/{s}.csv" for s in SYSTEMS],
+        curves=[f"results/training/{s}.csv" for s in TRAINED_SYSTEMS],
     output:
         *_report_figure("sdr_per_source", "fig_sdr_per_source", "1. Separation results", "SDR per source"),
         *_report_figure("sdr_per_track", "fig_sdr_per_track", "1. Separation results", "SDR per track"),

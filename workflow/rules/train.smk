@@ -41,7 +41,7 @@ def _launcher(system):
             f"then echo {srun}; else echo {local}; fi) ")
 
 
-for _system in SYSTEMS:
+for _system in TRAINED_SYSTEMS:
 
     rule:
         name:

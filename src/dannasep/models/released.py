@@ -21,6 +21,7 @@ run it; `load_released` verifies the file's sha256 and builds the wrapper.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -128,7 +129,9 @@ def load_torchscript(path: str | Path) -> torch.jit.ScriptModule:
     if not path.is_file():
         raise DataError(f"{path}: released model file not found; {FIX}")
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # deprecated, yet the only way to run the authors' files
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # RuntimeError for a foreign or damaged archive
         raise DataError(f"{path}: not a TorchScript archive ({exc}); {FIX}") from None
     return module.eval()

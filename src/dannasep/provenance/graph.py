@@ -13,7 +13,8 @@ The graph (`results/provenance.json`): {"format", "ok", "problems", "warnings", 
 "nodes": {id: {"kind", "status", ...}}, "edges": [{"from", "to", "relation"}]} with ids
 cell:<system>/<source> score:<path> estimates:<folder> separation:<path> blend:<path>
 checkpoint:<sha256> pointer:<path> config:<sha256> dataset:<manifest hash> file:<path>
-references:<path> weights:<path|paper> commit:<sha>.
+references:<path> weights:<path|paper> commit:<sha> download:<sha256> (a published weight file,
+where the chain of an imported or released checkpoint ends: its URL and sha256).
 """
 
 from __future__ import annotations
@@ -249,6 +250,13 @@ class Tracer:
                   created_utc=record.get("created_utc"), versions=record.get("versions"),
                   scores=record.get("scores"),
                   training={k: v for k, v in record.get("training", {}).items() if k != "history"})
+        if record.get("source"):  # an imported or released file: its chain ends at the download
+            source = record["source"]
+            relation = "runs as it is" if source.get("run_as_is") else "imported from"
+            self.node(nid, source={k: v for k, v in source.items() if k not in ("mapping", "notes")})
+            self.edge(nid, self.published_file(source, found), relation)
+            self.edge(nid, self.commit(record.get("code")), "imported with code")
+            return nid
         config = record.get("train_config")
         self.edge(nid, self.node(f"config:{canonical_hash(config)}", config=config), "trained with config")
         self.edge(nid, self.dataset(record.get("data", {}).get("manifest_hash"), found), "trained on")
@@ -265,6 +273,20 @@ class Tracer:
                              f"{recorded_in} was made with: its estimates are stale; separate again",
                              sha, doc.get("sha256"))
         self.edge(nid, checkpoint_id, "named")
+        return nid
+
+    def published_file(self, source: dict, recorded_in) -> str:
+        """A published weight file (URL + sha256): re-hashed when on disk, else noted."""
+        nid = self.node(f"download:{source['sha256']}", url=source.get("url"), path=source.get("path"),
+                        sha256=source["sha256"], weights_kind=source.get("kind"), bytes=source.get("bytes"))
+        if self.resolve(source["path"]).is_file():
+            self.verify(nid, source["path"], source["sha256"], "published weights file", recorded_in)
+        elif source.get("run_as_is"):
+            self.problem(nid, source["path"], f"missing: the checkpoint runs this file as it is; "
+                         f"fetch it from {source.get('url')}", source["sha256"], None)
+        else:
+            self.warnings.append(f"{source['path']}: not on disk, so its sha256 was not re-checked "
+                                 f"(fetch it from {source.get('url')})")
         return nid
 
     # -- data, config and code ---------------------------------------------------------------
