@@ -98,12 +98,25 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 
 def load_model(path_or_record, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild the model a checkpoint describes, with its weights, in eval mode."""
+    """Rebuild the model a checkpoint describes, with its weights, in eval mode.
+
+    A checkpoint of a released file run as it is (`dannasep import --as-is`) gives that file's
+    module; an imported one with an "inference" entry gives our module called with the authors'
+    conventions (dannasep.models.released).
+    """
     from .models import build_model
 
     record = path_or_record if isinstance(path_or_record, dict) else load_checkpoint(path_or_record)
+    if (record.get("source") or {}).get("run_as_is"):
+        from .models.released import load_released
+
+        return load_released(record, device)
     model = build_model(record["model"]["name"], **record["model"]["kwargs"])
     model.load_state_dict(record["state_dict"])
+    if record.get("inference"):
+        from .models.released import wrap_imported
+
+        model = wrap_imported(model, record["inference"])
     return model.to(device).eval()
 
 

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("dannasep.report.cli", "the paper's tables and figures from the results (CSV, Markdown, LaTeX, HTML; PNG, PDF)"),
     "audit": ("dannasep.provenance.audit", "trace a table number to its checkpoint, config, data and commit; verify every hash"),
     "inspect": ("dannasep.provenance.inspect", "print what a checkpoint records (model, config, data, commit, scores)"),
+    "import": ("dannasep.models.released_import", "import a published weight file (the authors' TorchScript/ONNX, demucs48_hq, official X-UMX) into a checked checkpoint"),
 }
 
 

@@ -112,6 +112,21 @@ def validate_config(config: dict, source: str = "config") -> dict:
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError("\n".join(_describe(e, source) for e in errors))
+    return _select_systems(config, source)
+
+
+def _select_systems(config: dict, source: str) -> dict:
+    """Keep only the systems `systems:` lists (all when null)."""
+    chosen = config.get("systems")
+    if chosen is None:
+        return config
+    unknown = [s for s in chosen if s not in config["models"]]
+    if unknown:
+        close = {s: difflib.get_close_matches(s, list(config["models"]), n=1) for s in unknown}
+        hints = "; ".join(f"'{s}'" + (f" (did you mean '{c[0]}'?)" if c else "") for s, c in close.items())
+        raise ConfigError(f"{source}: systems: names {hints}, not a system under models: "
+                          f"({', '.join(config['models'])})")
+    config["models"] = {name: system for name, system in config["models"].items() if name in chosen}
     return config
 
 

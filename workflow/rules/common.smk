@@ -90,6 +90,10 @@ def system_settings(system):
     return settings_file({"models": {system: config["models"][system]}, "data": config["data"]})
 SYSTEMS = list(config["models"])
 SINGLE_MODELS = SYSTEMS
+# Systems whose weights come from a published file (models.<system>.weights.from: import or
+# released) have an import rule (import.smk) instead of a train rule, writing the same pointer.
+TRAINED_SYSTEMS = [s for s in SYSTEMS if config["models"][s]["weights"]["from"] == "train"]
+IMPORTED_SYSTEMS = [s for s in SYSTEMS if s not in TRAINED_SYSTEMS]
 
 
 def checkpoint_pointer(system):

@@ -57,7 +57,7 @@ rule figures:
     input:
         **_REPORT_COMMON_INPUT,
         grid=REPORT_BLEND.get("grid", []),
-        curves=[f"results/training/{s}.csv" for s in SYSTEMS],
+        curves=[f"results/training/{s}.csv" for s in TRAINED_SYSTEMS],
     output:
         *_report_figure("sdr_per_source", "fig_sdr_per_source", "1. Separation results", "SDR per source"),
         *_report_figure("sdr_per_track", "fig_sdr_per_track", "1. Separation results", "SDR per track"),

@@ -54,7 +54,7 @@ def _init_pointer(system):
     return checkpoint_pointer(other)
 
 
-for _system in SYSTEMS:
+for _system in TRAINED_SYSTEMS:
 
     rule:
         name:

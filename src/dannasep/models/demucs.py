@@ -30,6 +30,9 @@ class SincResample(nn.Module):
     Windowed-sinc FIR as in Demucs v2's resampler (julius.resample_frac, J. O. Smith's bandlimited
     interpolation): low-pass at `rolloff` times the lower Nyquist rate, truncated after `zeros`
     zero crossings, squared-cosine taper, one filter per output phase in one strided convolution.
+    As julius does, each phase's filter is normalised to unit sum and the input is extended by
+    repeating its edge samples, so outputs equal julius's (the released Demucs files contain
+    julius's resampler; tests/test_released.py compares the two).
     """
 
     def __init__(self, old: int, new: int, zeros: int = 24, rolloff: float = 0.945):
@@ -42,13 +45,14 @@ class SincResample(nn.Module):
         phases = torch.arange(self.new, dtype=torch.float64)[:, None]
         # Output phase p sits at input time p / new (in units of `old` samples); tap n at n / old.
         t = ((taps / self.old - phases / self.new) * cutoff).clamp(-zeros, zeros)
-        kernel = torch.sinc(t) * torch.cos(math.pi * t / (2 * zeros)) ** 2 * (cutoff / self.old)
+        kernel = torch.sinc(t) * torch.cos(math.pi * t / (2 * zeros)) ** 2
+        kernel = kernel / kernel.sum(1, keepdim=True)
         # Derived from the constructor arguments, so kept out of the state dict.
         self.register_buffer("kernel", kernel.float().unsqueeze(1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         *lead, length = x.shape
-        y = F.pad(x.reshape(-1, 1, length), (self.width, self.width + self.old))
+        y = F.pad(x.reshape(-1, 1, length), (self.width, self.width + self.old), mode="replicate")
         y = F.conv1d(y, self.kernel.to(y.dtype), stride=self.old)  # [n, phases, steps]
         y = y.transpose(1, 2).reshape(*lead, -1)
         return y[..., :self.new * length // self.old]
@@ -188,13 +192,15 @@ class Demucs(nn.Module):
         batch, channels, length = mix.shape
         if channels != self.nb_channels:
             raise ValueError(f"Demucs expects [batch, {self.nb_channels}, samples], got {list(mix.shape)}")
-        x, mean, std = mix, 0.0, 1.0
+        # Demucs v2 divides by (1e-5 + std) even without standardisation (std = 1 there) and
+        # multiplies back by std alone: kept, so demucs48_hq's weights give v2's outputs.
+        x, mean, std = mix / (1 + 1e-5), 0.0, 1.0
         if self.normalize:
             mono = mix.mean(1, keepdim=True)
             mean = mono.mean(-1, keepdim=True)
             # (a 1-sample input, e.g. a chunk's tail, has no sample std: treat it as 0)
             std = (mono.std(-1, keepdim=True) if length > 1 else torch.zeros_like(mean)) + 1e-5
-            x = (x - mean) / std
+            x = (mix - mean) / std
         delta = self.valid_length(length) - length
         x = F.pad(x, (delta // 2, delta - delta // 2) if self.decoders == "single" else (0, delta))
         if self.resample:

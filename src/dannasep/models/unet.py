@@ -125,7 +125,9 @@ class UNet(nn.Module):
     2 * (frames // 2) - 1 frames, and the mask is padded to the input size with the constant
     `pad_mask` (0.25), as in the authors' model. Frame counts that are not a multiple of 2^levels
     are zero-padded inside and trimmed back, so only inputs of a multiple of 2^levels frames (the
-    authors trained on 512) get the constant on their last frame.
+    authors trained on 512) get the constant on their last frame. With `pad_frames=False` the
+    frames are not padded: each pooling floors, as in the authors' model (what their released
+    file computes, e.g. on its 2,584-frame inference pieces), and at least 2^levels frames are needed.
     """
 
     domain = "tf"
@@ -134,19 +136,20 @@ class UNet(nn.Module):
                  nb_channels: int = 2, levels: int = 6, growth: int = 12, d2_blocks: int = 2,
                  attention_channels: int = 256, attention_d_model: int = 128,
                  attention_heads: int = 8, query_block: int = 2, memory_flange: int = 3,
-                 dropout: float = 0.4, dropout_levels: int = 3, pad_mask: float = 0.25):
+                 dropout: float = 0.4, dropout_levels: int = 3, pad_mask: float = 0.25,
+                 pad_frames: bool = True):
         super().__init__()
         self.kwargs = dict(n_fft=n_fft, hop_length=hop_length, max_bin=max_bin,
                            nb_channels=nb_channels, levels=levels, growth=growth,
                            d2_blocks=d2_blocks, attention_channels=attention_channels,
                            attention_d_model=attention_d_model, attention_heads=attention_heads,
                            query_block=query_block, memory_flange=memory_flange, dropout=dropout,
-                           dropout_levels=dropout_levels, pad_mask=pad_mask)
+                           dropout_levels=dropout_levels, pad_mask=pad_mask, pad_frames=pad_frames)
         self.sources = SOURCES
         self.n_fft, self.hop_length = n_fft, hop_length
         self.nb_bins = n_fft // 2 + 1
         self.max_bin, self.nb_channels, self.levels = max_bin, nb_channels, levels
-        self.pad_mask = pad_mask
+        self.pad_mask, self.pad_frames = pad_mask, pad_frames
         if not 0 < max_bin <= self.nb_bins:
             raise ValueError(f"max_bin must be in 1..{self.nb_bins}, got {max_bin}")
         if max_bin >> levels < 1:
@@ -197,7 +200,10 @@ class UNet(nn.Module):
             raise ValueError(f"UNet expects [batch, {self.nb_channels}, {self.nb_bins}, frames], "
                              f"got {list(mix_mag.shape)}")
         x = mix_mag[:, :, :self.max_bin]
-        x = F.pad(x, (0, -frames % 2 ** self.levels))
+        if self.pad_frames:
+            x = F.pad(x, (0, -frames % 2 ** self.levels))
+        elif frames < 2 ** self.levels:
+            raise ValueError(f"UNet(pad_frames=False) needs at least {2 ** self.levels} frames, got {frames}")
 
         skips = []
         for down in self.encoder:

@@ -19,7 +19,7 @@ from ..constants import SOURCES, SUBSETS
 from ..errors import DannasepError
 
 CELL_SOURCES = SOURCES + ("avg",)
-HASH_IDS = ("checkpoint", "config", "dataset", "commit")  # node kinds whose id is a hash
+HASH_IDS = ("checkpoint", "config", "dataset", "commit", "download")  # node kinds whose id is a hash
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -97,12 +97,18 @@ def describe(nid: str, node: dict) -> list[str]:
     if kind == "checkpoint":
         model = node.get("model") or {}
         lines = [f"checkpoint {node['path']} sha256 {node['sha256']}"]
-        if model:
+        if model and node.get("source"):
+            lines += [f"model {model.get('name')} {_compact(model.get('kwargs'))}",
+                      f"from a published file, not trained: {_compact(node['source'], 200)}"]
+        elif model:
             lines += [f"model {model.get('name')} {_compact(model.get('kwargs'))}",
                       f"seed {node.get('seed')}, created {node.get('created_utc')}, "
                       f"training {_compact(node.get('training'))}",
                       f"versions {_compact(node.get('versions'), 200)}"]
         return lines
+    if kind == "download":
+        return [f"published file {node.get('weights_kind')} {node.get('url')}",
+                f"sha256 {node.get('sha256')}, {node.get('bytes')} bytes, at {node.get('path')}"]
     if kind == "pointer":
         return [f"pointer {node['path']} -> {node.get('names')} (sha256 {_short(node.get('sha256'))})"]
     if kind == "config":

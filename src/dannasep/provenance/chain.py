@@ -182,6 +182,13 @@ class ChainMixin:
         except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a damaged file
             self.malformed(nid, found, exc)
             return nid
+        if record.get("source"):  # an imported or released file: its chain ends at the download
+            source = record["source"]
+            relation = "runs as it is" if source.get("run_as_is") else "imported from"
+            self.node(nid, source={k: v for k, v in source.items() if k not in ("mapping", "notes")})
+            self.edge(nid, self.published_file(source, found), relation)
+            self.edge(nid, self.commit(record.get("code")), "imported with code")
+            return nid
         config = record.get("train_config")
         self.edge(nid, self.node(f"config:{canonical_hash(config)}", config=config), "trained with config")
         self.nodes[nid]["manifest_hash"] = record.get("data", {}).get("manifest_hash")

@@ -74,6 +74,20 @@ class DataMixin:
         self.edge(nid, self.dataset(manifest["hash"], manifest["path"]), "listed in")
         return nid
 
+    def published_file(self, source: dict, recorded_in) -> str:
+        """A published weight file (URL + sha256): re-hashed when on disk, else noted."""
+        nid = self.node(f"download:{source['sha256']}", url=source.get("url"), path=source.get("path"),
+                        sha256=source["sha256"], weights_kind=source.get("kind"), bytes=source.get("bytes"))
+        if self.resolve(source["path"]).is_file():
+            self.verify(nid, source["path"], source["sha256"], "published weights file", recorded_in)
+        elif source.get("run_as_is"):
+            self.problem(nid, source["path"], f"missing: the checkpoint runs this file as it is; "
+                         f"fetch it from {source.get('url')}", source["sha256"], None)
+        else:
+            self.warnings.append(f"{source['path']}: not on disk, so its sha256 was not re-checked "
+                                 f"(fetch it from {source.get('url')})")
+        return nid
+
     def trace_references(self, record: dict, recorded_in, expected=None) -> str:
         nid = self.node(f"references:{record['path']}", path=record["path"])
         kind = "file" if str(record["path"]).endswith(".stem.mp4") else "folder"

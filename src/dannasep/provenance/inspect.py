@@ -27,6 +27,8 @@ def describe(record: dict) -> dict:
         "training": {k: v for k, v in record["training"].items() if k != "history"},
         "train_config": record["train_config"],
         "created_utc": record["created_utc"],
+        # an imported or released file (dannasep import): URL, sha256, key map, check
+        **({"source": record["source"], "inference": record.get("inference")} if record.get("source") else {}),
     }
 
 
