@@ -75,3 +75,12 @@ def test_paper_config_builds_the_paper_models():
         assert ours == paper, system
     assert cfg["models"]["xumx"]["init"] == "official_xumx"
     assert cfg["models"]["unet"]["train"]["gpus"] == 4 and cfg["models"]["unet"]["train"]["sync_batchnorm"]
+
+
+def test_systems_selects_the_run_and_names_unknown_ones():
+    cfg = validate_config({"systems": ["xumx", "demucs"], "models": {
+        "xumx": {"arch": "xumx", "loss": "multidomain"}, "unet": {"arch": "unet", "loss": "multidomain"},
+        "demucs": {"arch": "demucs", "loss": "l1"}}})
+    assert list(cfg["models"]) == ["xumx", "demucs"]
+    with pytest.raises(ConfigError, match=r"systems: names 'xumxx' \(did you mean 'xumx'\?\)"):
+        validate_config({"systems": ["xumxx"], "models": {"xumx": {"arch": "xumx", "loss": "multidomain"}}})

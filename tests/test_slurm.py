@@ -186,6 +186,19 @@ def slurm_cluster(tmp_path_factory):
         subprocess.run(["bash", str(CLUSTER), "stop", str(state)], capture_output=True, text=True, timeout=120)
 
 
+def test_the_executor_plugins_are_the_versions_the_profile_was_tested_with():
+    """train.smk's one-process jobs say mpi=0 so that the plugin runs their command without its
+    own `srun -n1` around it (srun-in-srun would hide SIGUSR1 from the trainer): that relies on
+    how these plugin versions read the `mpi` resource. Another version needs this file's SLURM
+    integration tests run against it before the pins (and this test) change."""
+    import importlib.metadata as md
+
+    tested = {"snakemake-executor-plugin-slurm": "2.8.0", "snakemake-executor-plugin-slurm-jobstep": "0.6.1"}
+    assert {name: md.version(name) for name in tested} == tested
+    profile = (ROOT / "slurm" / "config.yaml").read_text()
+    assert "snakemake-executor-plugin-slurm 2.8.0" in profile and "-jobstep 0.6.1" in profile
+
+
 def test_stop_kills_only_the_daemons_it_started(tmp_path):
     """Stale pid files naming other processes: `stop` leaves those processes alone."""
     state = tmp_path / "stale state"

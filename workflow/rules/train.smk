@@ -13,6 +13,8 @@ def _train_resources(system):
     runs a job's command as is, without its own `srun -n1` around it, when the job has an `mpi`
     resource; it checks the MPI task count only when `mpi` is truthy, so a one-process job says
     mpi=0. tasks_per_gpu=1: --ntasks-per-gpu=1 (the plugin's default takes `tasks` per GPU).
+    Verified with snakemake-executor-plugin-slurm 2.8.0 and -jobstep 0.6.1; tests/test_slurm.py
+    fails when other versions are installed, so that this is checked again before a pin moves.
     """
     t = config["models"][system]["train"]
     resources = {"gpu": t["gpus"], "mem_mb": t["mem_mb"], "runtime": t["runtime_min"], "tasks_per_gpu": 1}
