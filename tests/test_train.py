@@ -219,3 +219,12 @@ def test_a_planted_resume_state_runs_no_code(dataset, tmp_path):
     assert not marker.exists(), "loading last.pt ran the planted code"
     assert "unreadable resume state" in done.stderr
     assert (out / "ckpt" / "last.corrupt").is_file()
+
+
+def test_train_defaults_its_outputs_from_the_system(dataset, tmp_path, monkeypatch):
+    cfg = _write_config(tmp_path / "cfg.yaml", dataset, dict(SYSTEM, train=dict(SYSTEM["train"], epochs=1, max_steps=1)))
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["train", "--config", str(cfg), "--system", "demucs", "--no-progress"]) == 0
+    pointer = json.loads((tmp_path / "results/checkpoints/demucs.json").read_text())
+    assert Path(pointer["checkpoint"]).parent == Path("results/checkpoints/demucs")
+    assert (tmp_path / "results/training/demucs.csv").is_file()

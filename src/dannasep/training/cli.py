@@ -7,15 +7,22 @@ import json
 from pathlib import Path
 
 
+DEFAULT_MANIFEST = "results/data/manifest.json"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="pipeline config YAML (validated)")
-    p.add_argument("--system", required=True, help="system under models: (xumx_baseline, xumx, unet, demucs_baseline, demucs)")
-    p.add_argument("--root", help="dataset root (default: from the config)")
-    p.add_argument("--manifest", help="dataset manifest JSON; its hash is recorded in the checkpoint")
-    p.add_argument("--out-dir", required=True, help="folder for the resume state and the final checkpoint")
-    p.add_argument("--pointer", required=True, help="JSON naming the final checkpoint (the rule's output)")
-    p.add_argument("--curve", required=True, help="CSV of losses and validation SDR per epoch")
-    p.add_argument("--pretrained", help="official X-UMX weights, for init: official_xumx")
+    p.add_argument("--config", default="config/config.yaml",
+                   help="pipeline config YAML (validated; default config/config.yaml)")
+    p.add_argument("--system", required=True, help="system under models: (e.g. xumx, unet, demucs)")
+    p.add_argument("--root", help="dataset root (default: the config's dataset.root)")
+    p.add_argument("--manifest", help="dataset manifest JSON, whose hash the checkpoint records "
+                   f"(default {DEFAULT_MANIFEST} when it exists)")
+    p.add_argument("--out-dir", help="folder for the resume state and the final checkpoint "
+                   "(default results/checkpoints/<system>)")
+    p.add_argument("--pointer", help="JSON naming the final checkpoint (default results/checkpoints/<system>.json)")
+    p.add_argument("--curve", help="CSV of losses and validation SDR per epoch (default results/training/<system>.csv)")
+    p.add_argument("--pretrained", help="official X-UMX weights, for init: official_xumx "
+                   "(default: the config's pretrained.xumx.path)")
     p.add_argument("--init-checkpoint", help="final checkpoint (or its pointer JSON) of the system "
                    "init_system names, for staged training")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -30,10 +37,21 @@ def run(args) -> int:
     if args.system not in cfg["models"]:
         raise ConfigError(f"{args.config}: no system '{args.system}' under models: "
                           f"(configured: {', '.join(cfg['models']) or 'none'})")
+    system = args.system
+    manifest = args.manifest or (DEFAULT_MANIFEST if Path(DEFAULT_MANIFEST).is_file() else None)
     manifest_hash = None
-    if args.manifest:
-        manifest_hash = json.loads(Path(args.manifest).read_text()).get("manifest_hash")
-    train(cfg=cfg, system=args.system, root=args.root or cfg["dataset"]["root"], out_dir=args.out_dir,
-          pointer=args.pointer, curve_csv=args.curve, manifest_hash=manifest_hash,
-          pretrained=args.pretrained, init_checkpoint=args.init_checkpoint, progress=not args.no_progress)
+    if manifest:
+        try:
+            manifest_hash = json.loads(Path(manifest).read_text())["manifest_hash"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{manifest}: not a dataset manifest ({exc}); write it with "
+                              "`dannasep validate ROOT --manifest`") from None
+    pretrained = args.pretrained
+    if pretrained is None and cfg["models"][system].get("init") == "official_xumx":
+        pretrained = cfg["pretrained"]["xumx"]["path"]
+    train(cfg=cfg, system=system, root=args.root or cfg["dataset"]["root"],
+          out_dir=args.out_dir or f"results/checkpoints/{system}",
+          pointer=args.pointer or f"results/checkpoints/{system}.json",
+          curve_csv=args.curve or f"results/training/{system}.csv", manifest_hash=manifest_hash,
+          pretrained=pretrained, init_checkpoint=args.init_checkpoint, progress=not args.no_progress)
     return 0
