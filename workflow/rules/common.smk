@@ -1,4 +1,5 @@
 # Shared helpers: config validation (before any job starts) and path conventions.
+import functools
 import shlex
 from pathlib import Path
 
@@ -86,6 +87,7 @@ def settings_file(sections):
     return str(path)
 
 
+@functools.lru_cache(maxsize=None)  # one YAML dump a system, not one a job
 def system_settings(system):
     return settings_file({"models": {system: config["models"][system]}, "data": config["data"]})
 SYSTEMS = list(config["models"])

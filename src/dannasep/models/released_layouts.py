@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are used: the workflow reads the kinds without it
+    import torch
 
 from ..constants import SOURCES
 from ..errors import DataError
@@ -125,6 +127,8 @@ def apply_map(entries: list[Entry], state: dict, model: torch.nn.Module, where: 
             continue
         used.add(key)
         got = state[key].detach().cpu()
+        import torch
+
         if got.shape != expected.shape or not torch.allclose(got.float(), expected.float(), atol=1e-6):
             mismatched.append(f"{key} differs from the expected {list(expected.shape)} tensor")
     unexpected = sorted(set(state) - used)

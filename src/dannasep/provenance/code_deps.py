@@ -43,8 +43,10 @@ def _module_name(path: Path, src: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imported(path: Path, src: Path) -> set[str]:
-    """Dotted names of the dannasep modules `path` imports (anywhere in the file)."""
+@functools.lru_cache(maxsize=None)
+def _imported(path: Path, src: Path) -> frozenset[str]:
+    """Dotted names of the dannasep modules `path` imports (anywhere in the file); parsed once a
+    process (the workflow asks for every system's closure when it is parsed)."""
     name = _module_name(path, src)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
@@ -63,7 +65,7 @@ def _imported(path: Path, src: Path) -> set[str]:
             # `from pkg import name`: name may be a submodule
             found.update(f"{origin}.{a.name}" for a in node.names
                          if module_file(f"{origin}.{a.name}", src) is not None)
-    return found
+    return frozenset(found)
 
 
 def import_closure(modules, src: Path = SRC) -> set[Path]:
