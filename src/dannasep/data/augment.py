@@ -40,20 +40,22 @@ def pitch_ratio(semitones: int) -> tuple[int, int]:
 
 
 def phase_vocoder(spec: torch.Tensor, rate: float, hop: int) -> torch.Tensor:
-    """Time-stretch complex spec [..., bins, frames] by `rate` (> 1: shorter), torchaudio's way."""
+    """Time-stretch complex spec [..., bins, frames] by `rate` (> 1: shorter), torchaudio's way.
+
+    Magnitudes and phases are taken once and gathered by indexing (gathering complex frames
+    costs several times more), the same numbers as torchaudio's phase_vocoder.
+    """
     bins = spec.shape[-2]
     steps = torch.arange(0, spec.shape[-1], rate, dtype=torch.float64)
     alphas = (steps % 1.0).to(spec.real.dtype)
     advance = torch.linspace(0, math.pi * hop, bins, dtype=spec.real.dtype)[:, None]
-    phase_0 = spec[..., :1].angle()
     padded = torch.nn.functional.pad(spec, [0, 2])
-    spec_0 = padded.index_select(-1, steps.long())
-    spec_1 = padded.index_select(-1, (steps + 1).long())
-    phase = spec_1.angle() - spec_0.angle() - advance
+    mag, angle = padded.abs(), padded.angle()
+    first, second = steps.long(), steps.long() + 1
+    phase = angle[..., second] - angle[..., first] - advance
     phase = phase - 2 * math.pi * torch.round(phase / (2 * math.pi)) + advance
-    phase = torch.cat([phase_0, phase[..., :-1]], dim=-1).cumsum(-1)
-    mag = alphas * spec_1.abs() + (1 - alphas) * spec_0.abs()
-    return torch.polar(mag, phase)
+    phase = torch.cat([angle[..., :1], phase[..., :-1]], dim=-1).cumsum(-1)
+    return torch.polar(alphas * mag[..., second] + (1 - alphas) * mag[..., first], phase)
 
 
 def time_stretch(audio: torch.Tensor, rate: float) -> torch.Tensor:
