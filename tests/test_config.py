@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_shipped_configs_are_valid(name):
     cfg = load_config(ROOT / "config" / name)
     assert cfg["dataset"]["kind"] in ("synthetic", "musdb18hq")
-    assert set(cfg["models"]) == {"xumx_baseline", "xumx", "unet", "demucs_baseline", "demucs"}
+    assert set(cfg["models"]) == {"xumx_baseline", "xumx", "unet", "demucs_baseline", "demucs", "hdemucs", "xd3net"}
 
 
 def test_defaults_are_filled_from_the_schema():

@@ -33,7 +33,7 @@ BIN = Path(sys.executable).parent
 TEST_CONFIG = ".test/config/config.yaml"
 SETTINGS = "results/config.yaml"  # the merged config the `config` stage writes; DVC's params
 CODE_DEPS = {"src/dannasep", "workflow", "Snakefile"}
-SYSTEMS = ("xumx_baseline", "xumx", "unet", "demucs_baseline", "demucs")
+SYSTEMS = ("xumx_baseline", "xumx", "unet", "demucs_baseline", "demucs", "hdemucs", "xd3net")
 SNAKEMAKE_STAGES = {"data", *(f"train@{s}" for s in SYSTEMS), "separate_evaluate", "blend", "report"}
 ALL_STAGES = {"config", *SNAKEMAKE_STAGES}
 # Every job of the pipeline: the default target and the report rules.

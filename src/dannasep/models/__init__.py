@@ -8,12 +8,15 @@ have `n_fft` and `hop_length` for the shared STFT (Hann window, center=True).
 
 from __future__ import annotations
 
+from ..constants import SOURCES
 from ..errors import ConfigError
 from .demucs import Demucs
+from .hdemucs import HDemucs
 from .unet import UNet
+from .xd3net import XD3Net
 from .xumx import XUMX
 
-MODELS = {"xumx": XUMX, "unet": UNet, "demucs": Demucs}
+MODELS = {"xumx": XUMX, "unet": UNet, "demucs": Demucs, "hdemucs": HDemucs, "xd3net": XD3Net}
 
 # The authors' settings (their configs and model code; REFERENCE.md section 2).
 PAPER_KWARGS: dict[str, dict] = {
@@ -31,10 +34,27 @@ PAPER_KWARGS: dict[str, dict] = {
     "demucs_baseline_64": dict(channels=64, depth=6, kernel_size=8, stride=4, growth=2.0,
                                context=3, lstm_layers=2, rescale=0.1, resample=True,
                                normalize=False, decoders="single", nb_channels=2),
+    # demucs v3 conf/config.yaml `hdemucs:` (the paper's repro models): 83.6 M parameters.
+    "hdemucs": dict(nb_channels=2, channels=48, channels_time=None, growth=2, nfft=4096, depth=6,
+                    rewrite=True, freq_emb=0.2, emb_scale=10, emb_smooth=True, kernel_size=8,
+                    time_stride=2, stride=4, context=1, context_enc=0, norm_starts=4,
+                    norm_groups=4, dconv_mode=1, dconv_depth=2, dconv_comp=4, dconv_attn=4,
+                    dconv_lstm=4, dconv_init=1e-3, rescale=0.1),
+    # Sony's per-source D3Net configs (SONY_D3NET) bridged: 11.2 M parameters.
+    "xd3net": dict(n_fft=4096, hop_length=1024, max_bin=1600, nb_channels=2, bridge=True,
+                   nets=None),
 }
 # Registry name of each paper setting.
 PAPER_ARCH = {"xumx": "xumx", "unet": "unet", "demucs": "demucs", "demucs_baseline": "demucs",
-              "demucs_baseline_64": "demucs"}
+              "demucs_baseline_64": "demucs", "hdemucs": "hdemucs", "xd3net": "xd3net"}
+
+# A small D3Net for every source of the tiny X-D3Net (config/config.yaml has the same): one band
+# split, one pooling level in the bands and two in the full band.
+_TINY_D3NET = dict(band_split=[64], band_init=[6, 4], band_layers=[[1, 2, 1], [1, 1, 1]],
+                   band_growths=[[4, 6, 4], [2, 2, 2]], band_blocks=[[1, 1, 1], [1, 1, 1]],
+                   band_comp=[[1.0, 1.0], [1.0, 1.0]], full_init=6,
+                   full_layers=[1, 2, 2, 2, 1], full_growths=[4, 6, 8, 6, 4],
+                   full_blocks=[1] * 5, full_comp=[1.0] * 4, final_layers=2, final_growth=4)
 
 # Same architectures, small enough to train for a minute on a CPU with short segments.
 TINY_KWARGS: dict[str, dict] = {
@@ -43,6 +63,10 @@ TINY_KWARGS: dict[str, dict] = {
                  attention_channels=16, attention_d_model=16, attention_heads=2),
     "demucs": dict(channels=8, depth=4, lstm_layers=1, normalize=True, decoders="per_source"),
     "demucs_baseline": dict(channels=8, depth=4, lstm_layers=1, decoders="single"),
+    # nfft 1024: four spectral layers reach one frequency at the time branch's stride 256.
+    "hdemucs": dict(channels=8, nfft=1024, depth=5),
+    "xd3net": dict(n_fft=1024, hop_length=256, max_bin=256,
+                   nets={src: _TINY_D3NET for src in SOURCES}),
 }
 
 
@@ -64,4 +88,4 @@ def count_parameters(model) -> int:
 
 
 __all__ = ["MODELS", "PAPER_KWARGS", "PAPER_ARCH", "TINY_KWARGS", "build_model",
-           "count_parameters", "XUMX", "UNet", "Demucs"]
+           "count_parameters", "XUMX", "UNet", "Demucs", "HDemucs", "XD3Net"]

@@ -134,7 +134,8 @@ def train(*, cfg: dict, system: str, root: str | Path, out_dir: str | Path, poin
     if info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.Adam(core.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
+    optimizer = torch.optim.Adam(core.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"],
+                                 betas=tuple(tcfg["adam_betas"]))
     scheduler = _scheduler(optimizer, tcfg["scheduler"])
     use_amp = tcfg["amp"] and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_amp else None

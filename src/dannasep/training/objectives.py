@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..losses import l1_waveform_loss, tf_model_loss
+from ..losses import SVD_PENALTY_WEIGHT, l1_waveform_loss, svd_penalty, tf_model_loss
 
 # loss name -> (complex MSE, differentiable MWF iterations) for TF models
 TF_LOSSES = {
@@ -34,9 +34,12 @@ def compute_loss(loss_name: str, model: torch.nn.Module, core: torch.nn.Module, 
     `model` is what to call (possibly a DDP wrapper), `core` the bare model with its attributes.
     """
     forward = model if model is core else _Forward(model, core)
-    if loss_name == "l1":
+    if loss_name in ("l1", "l1_svd"):
         est = forward(mix)
-        return l1_waveform_loss(est.float(), targets[..., : est.shape[-1]])
+        loss = l1_waveform_loss(est.float(), targets[..., : est.shape[-1]])
+        if loss_name == "l1_svd":  # Hybrid Demucs: + the penalty on the largest singular values
+            loss = loss + SVD_PENALTY_WEIGHT * svd_penalty(core).to(loss.device)
+        return loss
     complex_mse, iterations = TF_LOSSES[loss_name]
     return tf_model_loss(forward, mix, targets, complex_mse=complex_mse, wiener_iterations=iterations,
                          wiener_dtype=getattr(torch, precision)).total.float()
