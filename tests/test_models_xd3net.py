@@ -170,3 +170,14 @@ def test_x_scheme_loss_trains_it():
     assert torch.isfinite(loss)
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    model = tiny().eval()
+    mix = torch.rand(1, 2, model.nb_bins, 40, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        cpu = model(mix)
+        gpu = model.cuda()(mix.cuda()).cpu()
+    torch.testing.assert_close(gpu, cpu, rtol=1e-3, atol=1e-4)
