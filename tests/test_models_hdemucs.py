@@ -156,6 +156,28 @@ def test_l1_svd_loss_adds_the_weighted_penalty():
     torch.testing.assert_close(loss.detach(), l1 + SVD_PENALTY_WEIGHT * penalty.detach())
 
 
+def test_trains_through_the_trainer_with_the_configured_adam_betas(tmp_path):
+    """The one trainer runs Hybrid Demucs with l1_svd; adam_betas (the paper's beta2 0.9998)
+    reach its optimizer."""
+    from dannasep.config import validate_config
+    from dannasep.data.synth import generate_dataset
+    from dannasep.training.loop import train
+
+    root = tmp_path / "synth"
+    generate_dataset(root, seed=1, train_tracks=1, valid_tracks=1, test_tracks=1, duration=2.0)
+    system = {"arch": "hdemucs", "loss": "l1_svd", "kwargs": TINY_KWARGS["hdemucs"],
+              "train": {"epochs": 1, "max_steps": 1, "batch_size": 2, "segment_seconds": 0.5,
+                        "samples_per_track": 2, "valid_tracks": 1, "adam_betas": [0.8, 0.9998]}}
+    cfg = validate_config({"dataset": {"kind": "synthetic", "root": str(root)},
+                           "models": {"hdemucs": system}})
+    final = train(cfg=cfg, system="hdemucs", root=root, out_dir=tmp_path / "ckpt",
+                  pointer=tmp_path / "hdemucs.json", curve_csv=tmp_path / "curve.csv",
+                  manifest_hash=None, progress=False)
+    assert final is not None and final.is_file()
+    state = torch.load(tmp_path / "ckpt" / "last.pt", map_location="cpu", weights_only=False)
+    assert tuple(state["optimizer"]["param_groups"][0]["betas"]) == (0.8, 0.9998)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
