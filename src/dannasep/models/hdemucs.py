@@ -145,7 +145,8 @@ class HDemucs(nn.Module):
         frames = math.ceil(length / hop)
         pad = hop // 2 * 3
         x = pad_reflect(mix, pad, pad + frames * hop - length)
-        z = dsp.stft(x, self.nfft, hop) * self.nfft ** -0.5  # torch's normalized=True
+        # torch's normalized=True, applied to the (4x smaller) waveform instead of the spectrogram
+        z = dsp.stft(x * self.nfft ** -0.5, self.nfft, hop)
         return z[..., :-1, 2:2 + frames]
 
     def _ispec(self, z: torch.Tensor, length: int) -> torch.Tensor:
@@ -154,8 +155,8 @@ class HDemucs(nn.Module):
         pad = hop // 2 * 3
         z = F.pad(z, (2, 2, 0, 1))
         padded = hop * math.ceil(length / hop) + 2 * pad
-        x = dsp.istft(z * self.nfft ** 0.5, self.nfft, hop, length=padded)
-        return x[..., pad:pad + length]
+        x = dsp.istft(z, self.nfft, hop, length=padded)
+        return x[..., pad:pad + length] * self.nfft ** 0.5
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
         """mix [batch, channels, samples] -> sources [batch, 4, channels, samples]."""

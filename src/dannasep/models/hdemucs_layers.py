@@ -101,8 +101,8 @@ class LocalAttention(nn.Module):
         factors = torch.arange(1, self.ndecay + 1, device=x.device, dtype=x.dtype)
         decay = torch.sigmoid(self.query_decay(x).view(batch, heads, self.ndecay, length)) / 2
         penalty = -factors[:, None, None] * distance / self.ndecay ** 0.5  # [ndecay, keys, queries]
-        logits = logits + torch.einsum("fts,bhfs->bhts", penalty, decay)
-        logits = logits.masked_fill(torch.eye(length, device=x.device, dtype=torch.bool), -100)
+        logits += torch.einsum("fts,bhfs->bhts", penalty, decay)
+        logits.masked_fill_(torch.eye(length, device=x.device, dtype=torch.bool), -100)
         weights = logits.softmax(dim=2)                                    # over keys
         content = self.content(x).view(batch, heads, -1, length)
         out = torch.einsum("bhts,bhct->bhcs", weights, content).reshape(batch, channels, length)
@@ -187,7 +187,8 @@ class EncoderLayer(nn.Module):
         if not self.freq:
             if x.dim() == 4:  # from the last spectral layer: one frequency left
                 x = x.reshape(x.shape[0], -1, x.shape[-1])
-            x = F.pad(x, (0, -x.shape[-1] % self.stride))
+            if x.shape[-1] % self.stride:
+                x = F.pad(x, (0, -x.shape[-1] % self.stride))
         y = self.conv(x)
         if self.empty:
             return y
