@@ -1,8 +1,8 @@
 """Model throughput beside the reference implementations: seconds of audio separated per second.
 
 One synthetic clip, one process, CPU (or --device), no_grad, eval mode. The computations of a
-row take turns (--repeats rounds after a warm-up round; each keeps its fastest run), so a change
-of load hits both sides alike; each one's floating-point operations are counted once with
+row take turns (--repeats rounds, in alternating order, after a warm-up round; each keeps its
+fastest run), so a change of load hits both sides alike; each one's floating-point operations are counted once with
 torch's FlopCounterMode (convolutions, matmuls), plus the LSTMs' matmuls counted by hooks
 (FlopCounterMode does not see the fused LSTM kernels); FFTs and elementwise ops are not
 counted. In the same run:
@@ -87,8 +87,9 @@ def count_flops(module: torch.nn.Module, mix: torch.Tensor) -> int:
 def measure(modules: dict, mix: torch.Tensor, repeats: int, device: torch.device) -> dict:
     """Per name: audio s/s, GFLOP and GFLOP/s of module(mix).
 
-    The modules take turns (one run each, `repeats` rounds, after a warm-up round) and each keeps
-    its fastest run, so a change of load on the shared machine hits every side alike.
+    The modules take turns (one run each, `repeats` rounds in alternating order, after a warm-up
+    round) and each keeps its fastest run, so a change of load on the shared machine hits every
+    side alike.
     """
     modules = {name: module.eval().to(device) for name, module in modules.items()}
 
@@ -100,10 +101,12 @@ def measure(modules: dict, mix: torch.Tensor, repeats: int, device: torch.device
 
     outputs = {name: run(module) for name, module in modules.items()}  # warm-up
     best = dict.fromkeys(modules, float("inf"))
+    order = list(modules.items())
     for _ in range(repeats):
-        for name, module in modules.items():
+        for name, module in order:
             seconds, _ = best_time(lambda: run(module), 1)
             best[name] = min(best[name], seconds)
+        order.reverse()  # the first of a round runs slower here: nobody is always first
     audio = mix.shape[-1] / SAMPLE_RATE
     results = {}
     for name, module in modules.items():
