@@ -12,6 +12,10 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 CORES ?= 2
 SYSTEM_PACKAGES ?= ffmpeg
+# Reference implementations the tests and benchmarks compare with (demucs's HDemucs and SVD
+# penalty, open-unmix's separator). Installed without their dependencies: demucs and openunmix
+# would pull torchaudio, which does not load beside the pinned torch; their models do not need it.
+REFERENCE_PACKAGES ?= demucs==4.1.0 einops==0.8.2 openunmix==1.3.0
 STAMP := $(VENV)/.installed
 
 .PHONY: run test setup system-packages python
@@ -34,8 +38,9 @@ system-packages:
 	@bash workflow/scripts/install_system_packages.sh $(SYSTEM_PACKAGES)
 
 # Re-install whenever the pins change.
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	@test -x $(BIN)/python || { py=$$(PYTHON=$(PYTHON) bash workflow/scripts/find_python.sh) || exit 1; \
 	  if [ "$$py" = uv ]; then uv venv --seed --python 3.11 $(VENV); else "$$py" -m venv $(VENV); fi; }
 	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt --no-deps $(REFERENCE_PACKAGES)
 	@touch $@

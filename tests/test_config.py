@@ -16,7 +16,7 @@ def test_shipped_configs_are_valid(name):
     cfg = load_config(ROOT / "config" / name)
     assert cfg["dataset"]["kind"] in ("synthetic", "musdb18hq")
     assert set(cfg["models"]) == {"xumx_baseline", "xumx", "unet", "demucs_baseline", "demucs",
-                                  "tfc_tdf_v2", "tfc_tdf"}
+                                  "tfc_tdf_v2", "tfc_tdf", "hdemucs", "xd3net"}
 
 
 def test_defaults_are_filled_from_the_schema():

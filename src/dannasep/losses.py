@@ -9,6 +9,12 @@ Definitions, settled from the two reference codes (read for facts):
   ``configs/x_umx_mwf.json`` (X-UMX: one MWF iteration), ``configs/unet_attn.json`` (U-Net:
   no MWF) and ``configs/demucs_split.json`` (Demucs: L1).
 
+Hybrid Demucs (demucs v3, ``demucs/solver.py`` and ``demucs/svd.py`` with the repro grid's
+``svd.penalty=1e-5`` and ``conf/svd/base2.yaml``): L1 plus 1e-5 times the sum, over every
+parameter of at least 1 MB (2^18 float32 values) with 2 or more dimensions, of the square of its
+largest singular value (the parameter reshaped to [rows, -1], transposed convs first swapped to
+[out, in, ...]), estimated by ``torch.svd_lowrank`` with rank 100 and 4 iterations.
+
 Combinations: the 14 non-empty proper subsets of the four sources, in itertools order
 (4 singles, 6 pairs, 4 triples); a combination's estimate and reference are the sums of its
 sources' estimates and references. Both codes weight all 14 equally:
@@ -214,3 +220,30 @@ def l1_waveform_loss(est_wave: torch.Tensor, target_wave: torch.Tensor) -> torch
                          f"{tuple(target_wave.shape)} differ in shape; crop the target to the "
                          f"model output first")
     return (est_wave - target_wave.to(est_wave.dtype)).abs().mean()
+
+
+SVD_PENALTY_WEIGHT = 1e-5  # demucs grids/repro.py: svd.penalty for the repro Hybrid Demucs
+
+
+def svd_penalty(model: nn.Module, min_size_mb: float = 1.0, rank: int = 100,
+                iterations: int = 4) -> torch.Tensor:
+    """Sum of the squared largest singular values of the model's large weights (see above).
+
+    A weight counts when it has at least ``min_size_mb`` MB of float32 values (demucs's
+    ``min_size``) and 2 or more dimensions; conv weights are flattened to [out, -1] (transposed
+    convs: [out, in * kernel]). ``torch.svd_lowrank`` draws its random projection from torch's
+    global generator, as demucs does.
+    """
+    total = torch.zeros(())
+    transposed = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            if param.numel() / 2 ** 18 < min_size_mb or param.dim() < 2:
+                continue
+            weight = param
+            if isinstance(module, transposed) and weight.dim() > 2:
+                weight = weight.transpose(0, 1)
+            weight = weight.reshape(len(weight), -1)
+            total = total + torch.svd_lowrank(weight, q=rank, niter=iterations)[1][0].square()
+    return total
+

@@ -25,15 +25,12 @@ CONDA_ENV = "../envs/dannasep.yaml"  # relative to workflow/rules/
 def _code_for_conda_jobs():
     """With --software-deployment-method conda, jobs run in an environment of pinned libraries
     without this repository: they import its code from src/ and call workflow/bin/dannasep."""
-    import os
-
     from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-    if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
-        return
-    repo = Path(workflow.basedir)
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo / "src"), os.environ.get("PYTHONPATH")]))
-    os.environ["PATH"] = os.pathsep.join([str(repo / "workflow" / "bin"), os.environ.get("PATH", "")])
+    from dannasep.conda_jobs import expose_repository
+
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+        expose_repository(workflow.basedir)
 
 
 _code_for_conda_jobs()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..losses import l1_waveform_loss, mse_waveform_loss, tf_model_loss
+from ..losses import SVD_PENALTY_WEIGHT, l1_waveform_loss, mse_waveform_loss, svd_penalty, tf_model_loss
 
 # loss name -> (complex MSE, differentiable MWF iterations) for TF models
 TF_LOSSES = {
@@ -39,14 +39,17 @@ def compute_loss(loss_name: str, model: torch.nn.Module, core: torch.nn.Module, 
     `margin`: samples left out at each end of a waveform loss (KUIELab's Mixer: 8192).
     """
     forward = model if model is core else _Forward(model, core)
-    if loss_name in WAVEFORM_LOSSES:
+    if loss_name in WAVEFORM_LOSSES or loss_name == "l1_svd":
         est = forward(mix).float()
         targets = targets[..., : est.shape[-1]]
         if margin:
             if 2 * margin >= est.shape[-1]:
                 raise ValueError(f"loss_margin {margin} leaves nothing of {est.shape[-1]}-sample segments")
             est, targets = est[..., margin:-margin], targets[..., margin:-margin]
-        return WAVEFORM_LOSSES[loss_name](est, targets)
+        loss = WAVEFORM_LOSSES[loss_name.removesuffix("_svd")](est, targets)
+        if loss_name == "l1_svd":  # Hybrid Demucs: + the penalty on the largest singular values
+            loss = loss + SVD_PENALTY_WEIGHT * svd_penalty(core).to(loss.device)
+        return loss
     if margin:
         raise ValueError(f"loss_margin applies to waveform losses ({', '.join(WAVEFORM_LOSSES)}), not {loss_name!r}")
     complex_mse, iterations = TF_LOSSES[loss_name]

@@ -94,7 +94,8 @@ def build_optimizer(model: nn.Module, tcfg: dict) -> torch.optim.Optimizer:
         groups.insert(0, {"params": rest})
     kind = tcfg.get("optimizer", "adam")
     if kind == "adam":
-        return torch.optim.Adam(groups, lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
+        return torch.optim.Adam(groups, lr=tcfg["lr"], weight_decay=tcfg["weight_decay"],
+                                betas=tuple(tcfg.get("adam_betas", (0.9, 0.999))))
     if kind == "rmsprop":
         return torch.optim.RMSprop(groups, lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
     raise ConfigError(f"train.optimizer: unknown optimizer {kind!r} (adam or rmsprop)")
