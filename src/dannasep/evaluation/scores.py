@@ -1,5 +1,8 @@
 """One track's scores as museval's per-track JSON, and their aggregation.
 
+Modes: "sdr" (sdr.framewise_sdr, the other metrics NaN), "full" (bss_eval.bss_eval_v4: SDR,
+ISR, SIR, SAR as museval computes them, fast) and "museval" (museval.evaluate itself).
+
 In the JSON, values are quantised to 1e-5 dB and +-inf becomes NaN; aggregation is the median
 over frames, then the median over tracks, NaN ignored (pandas), as museval's EvalStore does.
 """
