@@ -142,7 +142,7 @@ def _silent(references: np.ndarray, estimates: np.ndarray, slices: list[slice]) 
     """museval's silence rule per window (any source of either), in chunks of windows so that
     no whole-track temporary is made: bool (windows,)."""
     silent = np.zeros(len(slices), dtype=bool)
-    per_chunk = max(1, (1 << 22) // max(slices[0].stop - slices[0].start, 1))
+    per_chunk = max(1, (1 << 20) // max(slices[0].stop - slices[0].start, 1))
     for t0 in range(0, len(slices), per_chunk):
         chunk = slices[t0:t0 + per_chunk]
         lo, hi = chunk[0].start, chunk[-1].stop
