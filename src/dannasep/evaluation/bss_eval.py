@@ -34,10 +34,11 @@ G is ill-conditioned AND its near-null space shows in the windowed projections (
 stems: each right channel is a delayed copy of the left, up to int16 rounding) museval's own
 figures are only reproducible to ~1e-6 dB: run with numpy.fft instead of scipy.fftpack it
 moves SIR by 1.3e-6 to 2.5e-6 dB on 3-4 s tracks, while this implementation differed from it
-by 5e-7 to 9e-7 dB on the same tracks (4.4e-7 dB over the 60 s benchmark track). Where a denominator is pure rounding noise (an estimate exactly in the span of the delayed references)
-museval gives some ~300 dB figure and this another such figure, or +inf. museval refuses a
-source that is silent over the whole track; here that makes every window NaN, as museval's
-per-window rule would.
+by 5e-7 to 9e-7 dB on the same tracks (4.4e-7 dB over the 60 s benchmark track). Where a
+denominator is pure rounding noise (an estimate exactly in the span of the delayed
+references) museval gives some ~300 dB figure and this another such figure, or +inf. museval
+refuses a source that is silent over the whole track; here that makes every window NaN, as
+museval's per-window rule would.
 
 Arrays are (sources, samples, channels), as museval's.
 """
