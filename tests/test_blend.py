@@ -193,7 +193,7 @@ def test_cli_search_then_apply_matches_museval(tmp_path):
     for name in names:
         folder = tmp_path / "seps" / "dannasep" / "test" / name
         blended = {s: sf.read(folder / f"{s}.wav")[0] for s in SOURCES}
-        scores = evaluate_track(dict(zip(SOURCES, refs[name])), blended, mode="full")  # museval
+        scores = evaluate_track(dict(zip(SOURCES, refs[name])), blended, mode="museval")
         path = tmp_path / "scores" / f"{name}.json"
         write_json(path, scores)
         score_files.append(path)

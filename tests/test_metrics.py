@@ -42,7 +42,7 @@ def realistic_track(seconds: float = 4.3, seed: int = 0):
 
 @pytest.fixture(scope="module")
 def museval_run():
-    """One museval run through evaluate_track(mode="full"), keeping museval's raw arrays."""
+    """One museval run through evaluate_track(mode="museval"), keeping museval's raw arrays."""
     refs, ests = realistic_track()
     captured = {}
     original = museval.evaluate
@@ -53,7 +53,7 @@ def museval_run():
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(museval, "evaluate", spy)
-        scores = evaluate_track(dict(zip(SOURCES, refs)), dict(zip(SOURCES, ests)), mode="full")
+        scores = evaluate_track(dict(zip(SOURCES, refs)), dict(zip(SOURCES, ests)), mode="museval")
     sdr, isr, sir, sar = captured["raw"]
     return refs, ests, scores, {"SDR": sdr, "ISR": isr, "SIR": sir, "SAR": sar}
 
@@ -121,7 +121,7 @@ def test_sdr_mode_json_matches_fast_sdr_rounded():
 def test_whole_silent_source_gives_nan_frames_in_both_modes():
     refs, ests = realistic_track(seconds=2.1, seed=4)
     ests[2] = 0
-    for mode in ("sdr", "full"):  # full: museval would raise; no museval call is made
+    for mode in ("sdr", "full", "museval"):  # museval would raise; no museval call is made
         scores = evaluate_track(dict(zip(SOURCES, refs)), dict(zip(SOURCES, ests)), mode=mode)
         values = [f["metrics"][m] for t in scores["targets"] for f in t["frames"] for m in f["metrics"]]
         assert len(values) == 4 * 2 * 4 and all(math.isnan(v) for v in values)

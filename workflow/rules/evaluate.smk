@@ -1,5 +1,6 @@
-# Evaluation: museval BSS Eval v4 per track (museval's own JSON schema), or the exact fast SDR
-# (identical SDR, milliseconds instead of minutes) when evaluation.mode is "sdr".
+# Evaluation per track in museval's own JSON schema: BSS Eval v4 as museval computes it (mode
+# "full", seconds a track; "museval" runs museval itself, minutes), or the exact fast SDR
+# (identical SDR, milliseconds) when evaluation.mode is "sdr".
 
 
 rule evaluate:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .references import STEM_SUFFIX, check_estimates, read_estimates, read_references
 
@@ -35,12 +36,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="reference track folder of <source>.wav, or a MUSDB18 .stem.mp4")
     parser.add_argument("--track", help="track name (default: the references' folder or file name)")
     parser.add_argument("--out", required=True, type=Path, help="per-track JSON (museval schema)")
-    parser.add_argument("--mode", choices=("full", "sdr"), default="full",
-                        help="full: museval BSS Eval v4 (SDR SIR SAR ISR, slow); sdr: exact fast SDR only")
+    parser.add_argument("--mode", choices=("full", "sdr", "museval"), default="full",
+                        help="full: BSS Eval v4 (SDR ISR SIR SAR), museval's computation made fast; "
+                             "museval: the same by museval itself (slow); sdr: exact fast SDR only")
     parser.add_argument("--nsdr", action="store_true", help="also store each source's MDX nSDR")
     parser.add_argument("--length-tolerance", type=int, default=0, metavar="SAMPLES",
                         help="accept estimates this many samples longer or shorter than the references "
                              "(default 0: this project's separations keep the mixture's length)")
+    parser.add_argument("--device", default=None,
+                        help="torch device of --mode full (default: cuda when available, else cpu)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads of --mode full")
     parser.add_argument("--manifest", type=Path,
                         help="dataset manifest JSON the references belong to (its hash is recorded)")
 
@@ -57,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
     provenance = score_record(track=name, estimates=args.estimates, references=args.references,
                               mode=args.mode, nsdr=args.nsdr, manifest=args.manifest)
     check_estimates(estimates, references, args.estimates, args.length_tolerance)
+    torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    scores = evaluate_track(references, estimates, mode=args.mode, track_name=name, with_nsdr=args.nsdr)
+    scores = evaluate_track(references, estimates, mode=args.mode, track_name=name, with_nsdr=args.nsdr,
+                            device=args.device)
     # an extra top-level key: museval's loaders (json2df) read only "targets"
     scores["provenance"] = provenance
     write_json(args.out, scores)
