@@ -1,5 +1,7 @@
-# Separation: one job per system and track, full tracks in overlapping chunks (bounded memory),
-# one MWF iteration for the spectrogram models, no shift trick for Demucs by default.
+# Separation: one job per system and track, streamed with bounded memory in the system's
+# `separate.mode`: chunked (overlapping chunks, each its own Wiener filter) or paper (the
+# authors' whole-track inference in passes); one MWF iteration for the spectrogram models.
+# The same `dannasep separate` separates anyone's music (README, "Separating a song").
 
 
 rule separate:
