@@ -306,3 +306,40 @@ def test_separate_file_failure_leaves_previous_outputs(tmp_path):
                       {"chunk_seconds": 2000 / SAMPLE_RATE, "overlap": 0.25})
     assert sorted(p.name for p in out_dir.iterdir()) == ["drums.wav"]
     assert (out_dir / "drums.wav").read_bytes() == b"previous result"
+
+
+# -- edge cases (issue 10 item 11) ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_xumx():
+    from dannasep.models import TINY_KWARGS, build_model
+
+    torch.manual_seed(0)
+    return build_model("xumx", **TINY_KWARGS["xumx"]).eval()  # n_fft 1024: needs > 512 samples
+
+
+@pytest.mark.parametrize("chunk,overlap,length", [
+    (2000, 0.0, 6005),   # overlap 0: a last chunk of 5 samples
+    (2000, 0.0, 4001),   # ... of 1 sample
+    (300, 0.25, 1000),   # chunks shorter than n_fft / 2 + 1 everywhere
+    (2000, 0.25, 100),   # a track shorter than that
+])
+def test_chunks_shorter_than_half_a_frame_are_zero_padded(tiny_xumx, chunk, overlap, length):
+    """torch.stft's reflect padding needs more than n_fft / 2 samples: such a chunk used to crash
+    X-UMX. Now it is separated with zeros appended up to n_fft / 2 + 1 and cut back, which is
+    what the Separator gives on the zero-padded chunk."""
+    from dannasep.separation.separator import Separator
+
+    mix = noise(length, seed=13)
+    cfg = {"chunk_seconds": chunk / SAMPLE_RATE, "overlap": overlap}
+    out = separate_array(tiny_xumx, mix, cfg)
+    assert out.shape == (N_SOURCES, length, 2) and np.isfinite(out).all()
+    starts = chunk_starts(length, chunk, int(chunk * overlap))
+    last = mix[starts[-1]:]
+    if len(last) <= tiny_xumx.n_fft // 2 and (overlap == 0 or len(starts) == 1):  # not cross-faded
+        padded = np.zeros((tiny_xumx.n_fft // 2 + 1, 2), np.float32)
+        padded[:len(last)] = last
+        with torch.no_grad():
+            expected = Separator(tiny_xumx)(torch.from_numpy(padded.T.copy())[None])[0]
+        np.testing.assert_allclose(out[:, starts[-1]:], expected[..., :len(last)].permute(0, 2, 1).numpy(),
+                                   rtol=0, atol=1e-6)

@@ -29,6 +29,13 @@ from .spectrogram import n_frames, stft_frames
 UNET_PIECE_FRAMES = 2584  # danna_sep/infer.py: `frames = 2584` when batching the U-Net
 
 
+def filter_device(device: torch.device | str) -> torch.device:
+    """Where the STFT and the complex128 Wiener filter run: the model's device, except Apple's
+    MPS, which has no float64 (the model runs there, the filter on the CPU)."""
+    device = torch.device(device)
+    return torch.device("cpu") if device.type == "mps" else device
+
+
 def piece_frames(model: nn.Module, total_frames: int) -> int:
     """Frames the model sees at once in paper mode (X-UMX: see `whole_track_magnitudes`)."""
     piece = getattr(model, "paper_piece_frames", None)
@@ -47,20 +54,22 @@ def whole_track_magnitudes(model: nn.Module, signal: Signal, block_frames: int, 
     if isinstance(model, XUMX):
         yield from _xumx(model, signal, total, block_frames, scratch, device)
         return
-    piece = piece_frames(model, total)
+    piece, work = piece_frames(model, total), filter_device(device)
     for t0 in range(0, total, piece):
-        mix = stft_frames(signal, model.n_fft, model.hop_length, t0, min(t0 + piece, total), device)
-        yield t0, mix, model(mix.abs().unsqueeze(0))[0]
+        mix = stft_frames(signal, model.n_fft, model.hop_length, t0, min(t0 + piece, total), work)
+        yield t0, mix, model(mix.abs().unsqueeze(0).to(device))[0].to(work)
 
 
 def _xumx(model: XUMX, signal: Signal, total: int, block: int, scratch, device):
+    work = filter_device(device)
+
     def mix_block(t0):
-        return stft_frames(signal, model.n_fft, model.hop_length, t0, min(t0 + block, total), device)
+        return stft_frames(signal, model.n_fft, model.hop_length, t0, min(t0 + block, total), work)
 
     starts = range(0, total, block)
     with FrameStore(scratch, total, (1, model.hidden_size)) as bridge:
         for t0 in starts:
-            bridge.write(t0, model.encode(mix_block(t0).abs().unsqueeze(0)).cpu().numpy())
+            bridge.write(t0, model.encode(mix_block(t0).abs().unsqueeze(0).to(device)).cpu().numpy())
         lstm_sum = None
         for src in model.sources:
             out = stream_lstm(model.lstms[src], bridge, block, scratch)
@@ -78,4 +87,4 @@ def _xumx(model: XUMX, signal: Signal, total: int, block: int, scratch, device):
                 lstm_mean = torch.from_numpy(lstm_sum.read(t0, t1) / np.float32(len(model.sources)))
                 masks = model.decode(torch.from_numpy(bridge.read(t0, t1)).to(device),
                                      lstm_mean.to(device))
-                yield t0, mix, masks[0] * mix.abs().unsqueeze(0)
+                yield t0, mix, masks[0].to(work) * mix.abs().unsqueeze(0)

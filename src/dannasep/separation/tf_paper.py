@@ -27,7 +27,7 @@ from ..constants import SAMPLE_RATE
 from .frame_store import FrameStore
 from .signal import Signal
 from .spectrogram import istft_samples, n_frames, stft_frames
-from .tf_models import whole_track_magnitudes
+from .tf_models import filter_device, whole_track_magnitudes
 from .wiener_stream import WienerStatistics, filter_block, initial_estimate
 
 AUTHORS_TAIL = 1024  # danna_sep/cli.py: `y = F.pad(y, [0, 1024])` before every model
@@ -46,7 +46,7 @@ def paper_tf_blocks(model: nn.Module, signal: Signal, sep_cfg: dict, scratch,
     """Yield the separated signal in consecutive blocks [sources, samples, channels] (float32)
     that concatenate to `signal.length` samples."""
     n_fft, hop = model.n_fft, model.hop_length
-    length = signal.length
+    length, work = signal.length, filter_device(device)
     # The authors' tail; a track of under n_fft / 2 samples gets zeros up to what the centred
     # STFT's reflect padding needs.
     track = signal.padded(after=max(AUTHORS_TAIL, n_fft // 2 + 1 - length))
@@ -62,7 +62,7 @@ def paper_tf_blocks(model: nn.Module, signal: Signal, sep_cfg: dict, scratch,
             progress.update(length * frames / total)
 
     def mix_frames(f0, f1):
-        return stft_frames(track, n_fft, hop, f0, f1, device).to(torch.complex128)
+        return stft_frames(track, n_fft, hop, f0, f1, work).to(torch.complex128)
 
     n_sources = len(model.sources)
     channels, bins = track.channels, n_fft // 2 + 1
@@ -83,7 +83,7 @@ def paper_tf_blocks(model: nn.Module, signal: Signal, sep_cfg: dict, scratch,
         def estimates(f0, f1, steps):
             """Frames f0..f1 after `steps` EM iterations, divided by the scale."""
             mix = mix_frames(f0, f1) / scale
-            mags = torch.from_numpy(magnitudes.read(f0, f1)).permute(1, 2, 3, 0).to(device)
+            mags = torch.from_numpy(magnitudes.read(f0, f1)).permute(1, 2, 3, 0).to(work)
             y = initial_estimate(mags, mix) / scale
             for spatial_cov in covariances[:steps]:
                 y = filter_block(y, mix, spatial_cov, EPS)
