@@ -19,8 +19,8 @@ rule separate:
         settings=lambda w: config["models"][w.system]["separate"],
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=lambda w: config["models"][w.system]["separate"]["mem_mb"],
+        runtime=lambda w: config["models"][w.system]["separate"]["runtime_min"],
     conda:
         CONDA_ENV
     log:
