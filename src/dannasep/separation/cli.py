@@ -169,7 +169,7 @@ def _progress_bar(description: str):
     from tqdm import tqdm
 
     interactive = sys.stderr.isatty()
-    return tqdm(total=0, desc=description, unit="s", unit_scale=1 / SAMPLE_RATE,
+    return tqdm(total=0, desc=description, unit="s", unit_scale=1 / SAMPLE_RATE, delay=1,
                 mininterval=0.5 if interactive else 30, dynamic_ncols=interactive,
                 bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]")
 

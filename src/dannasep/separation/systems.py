@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -160,7 +160,7 @@ def _blend(name: str, request: Request) -> System:
         raise ConfigError(f"{source}: weights for {sources}; a blend needs all of {list(SOURCES)}")
     members = []
     for model_name in models:
-        member_system = resolve_system(model_name, Request(**{**request.__dict__, "checkpoint": None}))
+        member_system = resolve_system(model_name, replace(request, checkpoint=None))
         if len(member_system.members) != 1:
             raise ConfigError(f"{source}: member {model_name} is itself a blend")
         members.append(member_system.members[0])
