@@ -96,8 +96,9 @@ def test_blended_system_scores_what_the_search_predicted(finished_run):
 
 def test_separate_a_song_with_the_blend_just_trained(finished_run, tmp_path):
     """README "Separating a song": `dannasep separate song.mp3 --system dannasep` after a run,
-    on a 48 kHz mono mp3 made here from a test mixture; its stems are the blend of what each
-    trained member gives on the same 44.1 kHz stereo audio (checked on the flac twin)."""
+    on a 48 kHz mono mp3 made here from a test mixture (and a 44.1 kHz stereo flac of it): four
+    stems each, at the input's rate, channels and length. (Blend arithmetic, formats and
+    resampling accuracy: tests/test_separate_cli.py.)"""
     import soundfile as sf
 
     from dannasep.constants import SOURCES
