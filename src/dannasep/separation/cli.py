@@ -101,11 +101,18 @@ def _terminate(signum, _frame):
 
 
 def run(args) -> int:
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args) -> int:
     import torch
 
     from .systems import SEPARATE_KEYS, Request, resolve_system
 
-    signal.signal(signal.SIGTERM, _terminate)
     if args.threads:
         torch.set_num_threads(args.threads)
     _check_numbers(args)
