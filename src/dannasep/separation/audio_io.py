@@ -227,7 +227,9 @@ class StemWriters:
 
 
 def remove_stale_temporaries(paths) -> None:
-    """Delete what a killed run left of these files' temporaries (`.<name>.*.tmp<ext>`)."""
+    """Delete what a killed run left of these files' temporaries (`.<name>.*.tmp<ext>`, and
+    `.<name>.tmp<ext>` of earlier versions)."""
     for path in paths:
-        for stale in path.parent.glob(f".{path.name}.*.tmp{path.suffix}"):
-            stale.unlink(missing_ok=True)
+        for pattern in (f".{path.name}.*.tmp{path.suffix}", f".{path.name}.tmp{path.suffix}"):
+            for stale in path.parent.glob(pattern):
+                stale.unlink(missing_ok=True)
