@@ -247,3 +247,31 @@ def test_dvcignore_keeps_temporaries_out_of_dvc_outputs(tmp_path):
     check = [str(dvc), "check-ignore", "-q"]
     assert subprocess.run(check + [str(folder / ".drums.wav.k2j3.tmp.wav")], cwd=tmp_path).returncode == 0
     assert subprocess.run(check + [str(folder / "drums.wav")], cwd=tmp_path).returncode == 1
+
+
+def test_a_registered_runner_plugs_in_by_name(tmp_path, monkeypatch):
+    """What released.py does: one `register_system` line, then `--system <name>` in both modes."""
+    from dannasep.separation import systems
+
+    monkeypatch.setitem(systems._REGISTRY, "gain_runner", lambda name, request: System.single(
+        name, GainModel(), systems.member_settings(name, request)))
+    audio = tone(0.3, SAMPLE_RATE, 2)
+    sf.write(tmp_path / "song.wav", audio, SAMPLE_RATE, subtype="FLOAT")
+    for mode in ("chunked", "paper"):
+        assert main(["separate", str(tmp_path / "song.wav"), "--system", "gain_runner", "--mode", mode,
+                     "-o", str(tmp_path / mode), "--results", str(tmp_path)]) == 0
+        for source, gain in zip(SOURCES, GAINS):
+            estimate = sf.read(tmp_path / mode / "gain_runner/song" / f"{source}.wav", dtype="float32")[0]
+            np.testing.assert_allclose(estimate, gain * audio, rtol=0, atol=1e-6)
+
+
+def test_settings_come_from_the_config_else_the_checkpoint_then_the_command_line(results):
+    from dannasep.separation.systems import Request, default_settings, resolve_system
+
+    recorded = resolve_system("demucs", Request(results=results)).members[0].settings
+    assert recorded == default_settings()  # what the fixture's checkpoint recorded
+    config = validate_config({"models": {"demucs": {"arch": "demucs", "loss": "l1",
+                                                    "separate": {"shifts": 2, "chunk_seconds": 3.0}}}})
+    settings = resolve_system("demucs", Request(results=results, config=config,
+                                                overrides={"chunk_seconds": 5.0, "mode": None})).members[0].settings
+    assert (settings["shifts"], settings["chunk_seconds"], settings["mode"]) == (2, 5.0, "chunked")

@@ -12,11 +12,13 @@ the weights [members, sources]. Resolution order for a name:
 
 A runner for other model files plugs in with one line, e.g. in released.py:
 
-    register_system("released_unet", lambda name, request: System.single(name, model, settings))
+    register_system("released_unet", lambda name, request: System.single(
+        name, load_unet(request.device), member_settings(name, request)))
 
-where `model` is an `nn.Module` with ``domain = "tf"`` (magnitudes [B, C, F, T] -> source
-magnitudes [B, S, C, F, T], with `n_fft`, `hop_length`, `sources`) or ``domain = "t"``
-(waveforms [B, C, L] -> [B, S, C, L]).
+where the model is an `nn.Module` with ``domain = "tf"`` (magnitudes [B, C, F, T] -> source
+magnitudes [B, S, C, F, T], with `n_fft`, `hop_length`, `sources`; optionally
+`paper_piece_frames`, the frames it sees at once in paper mode) or ``domain = "t"``
+(waveforms [B, C, L] -> [B, S, C, L]). Both separation modes then apply to it.
 """
 
 from __future__ import annotations
@@ -111,17 +113,23 @@ def resolve_system(spec: str, request: Request) -> System:
                       f"train_{spec}) or pass a checkpoint .pt")
 
 
-def member_settings(name: str, recorded: dict | None, arch: str, request: Request) -> dict:
-    """The config's settings for `name` if a config is given, else those the checkpoint
-    recorded, else the schema defaults; then the command line's overrides."""
-    from ..config import validate_config
+def default_settings() -> dict:
+    """The schema's defaults of a system's `separate:` settings."""
+    from ..config import load_schema
 
+    properties = load_schema()["definitions"]["system"]["properties"]["separate"]["properties"]
+    return {key: spec["default"] for key, spec in properties.items() if "default" in spec}
+
+
+def member_settings(name: str, request: Request, recorded: dict | None = None) -> dict:
+    """The config's settings for `name` if a config is given, else those the checkpoint
+    recorded, else the schema's defaults (each over the defaults); then the command line's
+    overrides (`request.overrides`)."""
+    settings = default_settings()
     if request.config is not None and name in request.config.get("models", {}):
-        settings = dict(request.config["models"][name]["separate"])
+        settings.update(request.config["models"][name]["separate"])
     elif recorded is not None:
-        settings = dict(recorded)
-    else:
-        settings = validate_config({"models": {name: {"arch": arch, "loss": "l1"}}})["models"][name]["separate"]
+        settings.update(recorded)
     settings.update({k: v for k, v in request.overrides.items() if v is not None})
     return settings
 
@@ -135,7 +143,7 @@ def _from_checkpoint(path: Path, name: str | None, request: Request) -> System:
     record = load_checkpoint(checkpoint)
     name = name or record["system"]
     recorded = (record.get("train_config") or {}).get("system", {}).get("separate")
-    settings = member_settings(name, recorded, record["model"]["name"], request)
+    settings = member_settings(name, request, recorded)
     origin = {"path": str(checkpoint), "sha256": sha256_file(checkpoint),
               "pointer": str(pointer) if pointer else None}
     return System.single(name, load_model(record, request.device), settings, origin)
