@@ -1,17 +1,19 @@
 """Separation throughput and peak memory against track length, streaming `separate_file`.
 
-For each model (tiny settings by default, `--paper` for the paper's) and each track length
-(default 1, 5 and 10 minutes of a synthetic mixture written to a temp wav), one fresh Python
-subprocess builds the model (random weights: speed and memory do not depend on them), runs
-`dannasep.separation.files.separate_file` with the config's default separation settings (10 s chunks,
-25 % overlap, one Wiener iteration for the TF models) and reports:
+For each model (tiny settings by default, `--paper` for the paper's), each mode (`chunked`:
+independent chunks; `paper`: the authors' whole-track inference computed in passes) and each
+track length (default 1, 5 and 10 minutes of a synthetic mixture written to a temp wav), one
+fresh Python subprocess builds the model (random weights: speed and memory do not depend on
+them), runs `dannasep.separation.files.separate_file` with the config's default separation
+settings (10 s chunks or blocks, 25 % overlap, one Wiener iteration for the TF models; in paper
+mode Demucs with the authors' one shift and clamp) and reports:
 
 * throughput: seconds of audio separated per wall-clock second (model build excluded);
 * peak memory: the child's own high-water mark (VmHWM), and its increment over the resident memory after
   imports and model construction (what the separation itself adds).
 
-Goal: the 10-minute peak within 20 % of the 1-minute peak (memory bounded by the chunk, not the
-track). In the same run, the reference is the whole track in one chunk (as the authors ran
+Goal, in each mode: the 10-minute peak within 20 % of the 1-minute peak (memory bounded by the
+chunk or block, not the track). In the same run, the reference is the whole track in one chunk (as the authors ran
 Demucs, and what full-track inference does), at `--whole-minutes` (default 1 minute).
 
 Run on demand (not a test):
@@ -34,8 +36,9 @@ from common import (OUT_DIR, context_line, current_rss_mib, finish_context, mark
                     max_rss_mib, run_context, save_results, synthetic_stems)
 
 MODELS = ("xumx", "unet", "demucs")
-SEPARATE_DEFAULTS = {"wiener_iterations": 1, "shifts": 0, "chunk_seconds": 10.0, "overlap": 0.25,
-                     "clamp": None}  # workflow/schemas/config.schema.yaml
+SEPARATE_DEFAULTS = {"mode": "chunked", "wiener_iterations": 1, "shifts": 0, "chunk_seconds": 10.0,
+                     "overlap": 0.25, "clamp": None}  # workflow/schemas/config.schema.yaml
+PAPER_DEMUCS = {"shifts": 1, "clamp": 0.99}  # config/paper.yaml: the authors' demucs_sep
 GOAL_RATIO = 1.2
 
 
@@ -109,13 +112,17 @@ def write_mixtures(folder: Path, minutes: list[float], seed: int) -> dict[float,
 
 def model_rows(name: str, kwargs: dict, mixtures: dict[float, Path], whole: list[float],
                args, out_dir: Path) -> list[dict]:
-    """Streaming runs at every length, then whole-track runs at the `whole` lengths."""
+    """Streaming runs in every mode at every length, then whole-track runs at the `whole` lengths."""
     rows = []
-    runs = [("chunked", m) for m in sorted(mixtures)] + [("whole track", m) for m in whole]
+    runs = [(mode, m) for mode in args.modes for m in sorted(mixtures)] + [("whole track", m) for m in whole]
     for mode, minutes in runs:
         separate = dict(SEPARATE_DEFAULTS, chunk_seconds=args.chunk_seconds, overlap=args.overlap)
         if mode == "whole track":
             separate["chunk_seconds"] = minutes * 60 + 1.0  # one chunk covers the track
+        if mode == "paper":
+            separate["mode"] = "paper"
+            if name == "demucs":
+                separate.update(PAPER_DEMUCS)
         spec = {"model": name, "kwargs": kwargs, "mixture": str(mixtures[minutes]),
                 "out_dir": str(out_dir / f"{name}_{minutes:g}"), "separate": separate,
                 "threads": args.threads, "device": args.device, "seed": args.seed}
@@ -130,17 +137,17 @@ def model_rows(name: str, kwargs: dict, mixtures: dict[float, Path], whole: list
 
 
 def memory_ratios(rows: list[dict]) -> dict[str, dict]:
-    """Per model: longest over shortest chunked run, for the peak and for the increment."""
+    """Per model and streaming mode: longest over shortest run, for the peak and the increment."""
     ratios = {}
-    for name in dict.fromkeys(r["model"] for r in rows):
-        chunked = sorted((r for r in rows if r["model"] == name and r["mode"] == "chunked"),
-                         key=lambda r: r["minutes"])
-        short, long = chunked[0], chunked[-1]
+    for name, mode in dict.fromkeys((r["model"], r["mode"]) for r in rows if r["mode"] != "whole track"):
+        runs = sorted((r for r in rows if r["model"] == name and r["mode"] == mode),
+                      key=lambda r: r["minutes"])
+        short, long = runs[0], runs[-1]
         peak = long["peak_rss_mib"] / short["peak_rss_mib"]
-        ratios[name] = {"short_minutes": short["minutes"], "long_minutes": long["minutes"],
-                        "peak_ratio": peak,
-                        "increment_ratio": long["increment_mib"] / max(short["increment_mib"], 1e-9),
-                        "meets_goal": peak <= GOAL_RATIO}
+        ratios[f"{name} {mode}"] = {
+            "short_minutes": short["minutes"], "long_minutes": long["minutes"], "peak_ratio": peak,
+            "increment_ratio": long["increment_mib"] / max(short["increment_mib"], 1e-9),
+            "meets_goal": peak <= GOAL_RATIO}
     return ratios
 
 
@@ -154,14 +161,15 @@ def markdown(result: dict) -> str:
     lines = [f"# Separation throughput and peak memory ({result['settings']} models)", "",
              context_line(result["context"]),
              f"separate_file, {sep['chunk_seconds']:g} s chunks, overlap {sep['overlap']:g}, "
-             f"{sep['wiener_iterations']} Wiener iteration(s) for the TF models; one fresh process "
-             "a run. Setup RSS: resident memory after imports and model construction; increment: "
-             "peak minus setup (what the separation adds). 'whole track': the reference, one "
-             "chunk covering the track."
+             f"{sep['wiener_iterations']} Wiener iteration(s) for the TF models; paper mode: the "
+             "whole-track result in passes of blocks of that length (Demucs with one shift and "
+             "clamp 0.99); one fresh process a run. Setup RSS: resident memory after imports and "
+             "model construction; increment: peak minus setup (what the separation adds). 'whole "
+             "track': the reference, one chunk covering the track."
              + (f" Child environment: {result['env']}." if result["env"] else ""), ""]
     lines += markdown_table(headers, rows, [False, False] + [True] * 6)
     lines += [""] + markdown_table(
-        ["model", "lengths", "peak ratio", "increment ratio", f"peak within {GOAL_RATIO - 1:.0%}"],
+        ["model, mode", "lengths", "peak ratio", "increment ratio", f"peak within {GOAL_RATIO - 1:.0%}"],
         [[name, f"{r['long_minutes']:g} / {r['short_minutes']:g} min", f"{r['peak_ratio']:.3f}",
           f"{r['increment_ratio']:.2f}", "yes" if r["meets_goal"] else "NO"]
          for name, r in result["ratios"].items()], [False, False, True, True, False])
@@ -173,6 +181,7 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--minutes", type=float, nargs="+", default=[1.0, 5.0, 10.0],
                         help="track lengths, streaming")
+    parser.add_argument("--modes", nargs="+", choices=("chunked", "paper"), default=["chunked", "paper"])
     parser.add_argument("--whole-minutes", type=float, nargs="*", default=[1.0],
                         help="lengths (among --minutes) also run as one whole-track chunk")
     parser.add_argument("--paper", action="store_true", help="paper-size models (slow on CPU)")

@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fetch": ("dannasep.data.fetch", "download MUSDB18-HQ or pretrained weights (resumable, checksummed)"),
     "validate": ("dannasep.data.validate", "check a MUSDB18-HQ folder (or compressed MUSDB18) and write its manifest"),
     "train": ("dannasep.training.cli", "train one system (resumable, DDP-ready) and write its checkpoint"),
-    "separate": ("dannasep.separation.cli", "separate one track with a trained system (chunked, bounded memory)"),
+    "separate": ("dannasep.separation.cli", "separate audio files (any format) or a track with a trained, released or blended system (bounded memory)"),
     "evaluate": ("dannasep.evaluation.cli", "score a separated track with museval BSS Eval v4 or the exact fast SDR (museval JSON)"),
     "blend": ("dannasep.blend.cli", "search blend weights exactly on a simplex grid, or apply them"),
     "report": ("dannasep.report.cli", "the paper's tables and figures from the results (CSV, Markdown, LaTeX, HTML; PNG, PDF)"),

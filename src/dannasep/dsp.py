@@ -112,8 +112,17 @@ def wiener(est_mag: torch.Tensor, mix_stft: torch.Tensor, iterations: int = 1,
 
 def _em_step(y: torch.Tensor, x: torch.Tensor, eps: float, chunk_frames: int) -> torch.Tensor:
     """One EM iteration. y: ``[B, S, C, F, T]``, x: ``[B, C, F, T]`` -> new y, same shape."""
+    return filter_frames(y, x, _spatial_covariance(y, eps, chunk_frames), eps, chunk_frames)
+
+
+def filter_frames(y: torch.Tensor, x: torch.Tensor, spatial_cov: torch.Tensor, eps: float,
+                  chunk_frames: int = 64) -> torch.Tensor:
+    """The E step with given spatial covariances: ``y_j = v_j R_j Cxx^-1 x`` frame by frame.
+
+    y: ``[B, S, C, F, T]``, x: ``[B, C, F, T]``, spatial_cov: ``[B, S, F, C, C]`` (from any
+    frames: the streaming whole-track filter passes the whole track's) -> new y, same shape.
+    """
     frames = y.shape[-1]
-    spatial_cov = _spatial_covariance(y, eps, chunk_frames)  # [B, S, F, C, C]
     regularization = math.sqrt(eps) * torch.eye(y.shape[2], dtype=y.dtype, device=y.device)
     new_y = torch.empty_like(y)
     for start in range(0, frames, chunk_frames):
@@ -134,6 +143,16 @@ def _psd(y: torch.Tensor) -> torch.Tensor:
 
 def _spatial_covariance(y: torch.Tensor, eps: float, chunk_frames: int) -> torch.Tensor:
     """``R_j(f) = sum_t y y^H / (eps + sum_t v_j)``: ``[B, S, C, F, T]`` -> ``[B, S, F, C, C]``."""
+    outer_sum, psd_sum = covariance_sums(y, chunk_frames)
+    return outer_sum / (eps + psd_sum)[..., None, None]
+
+
+def covariance_sums(y: torch.Tensor, chunk_frames: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sums over frames that R needs: ``(sum_t y y^H [B, S, F, C, C], sum_t v_j [B, S, F])``.
+
+    Sums over frames add up across blocks of frames, so a long signal's R can be accumulated
+    block by block (dannasep.separation.wiener_stream).
+    """
     frames = y.shape[-1]
     outer_sum = 0
     psd_sum = 0
@@ -141,7 +160,7 @@ def _spatial_covariance(y: torch.Tensor, eps: float, chunk_frames: int) -> torch
         chunk = y[..., start:start + chunk_frames]
         outer_sum = outer_sum + torch.einsum("bscft,bsdft->bsfcd", chunk, chunk.conj())
         psd_sum = psd_sum + _psd(chunk).sum(dim=-1)
-    return outer_sum / (eps + psd_sum)[..., None, None]
+    return outer_sum, psd_sum
 
 
 def _invert(matrix: torch.Tensor, eps: float) -> torch.Tensor:

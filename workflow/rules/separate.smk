@@ -1,5 +1,7 @@
-# Separation: one job per system and track, full tracks in overlapping chunks (bounded memory),
-# one MWF iteration for the spectrogram models, no shift trick for Demucs by default.
+# Separation: one job per system and track, streamed with bounded memory in the system's
+# `separate.mode`: chunked (overlapping chunks, each its own Wiener filter) or paper (the
+# authors' whole-track inference in passes); one MWF iteration for the spectrogram models.
+# The same `dannasep separate` separates anyone's music (README, "Separating a song").
 
 
 rule separate:
@@ -17,8 +19,8 @@ rule separate:
         settings=lambda w: config["models"][w.system]["separate"],
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=lambda w: config["models"][w.system]["separate"]["mem_mb"],
+        runtime=lambda w: config["models"][w.system]["separate"]["runtime_min"],
     conda:
         CONDA_ENV
     log:

@@ -69,6 +69,14 @@ class XUMX(nn.Module):
 
     def masks(self, mix_mag: torch.Tensor) -> torch.Tensor:
         """mix_mag [batch, channels, bins, frames] -> ReLU masks [batch, sources, channels, bins, frames]."""
+        bridge = self.encode(mix_mag)
+        lstm_mean = torch.stack([self.lstms[src](bridge)[0] for src in self.sources]).mean(0)
+        return self.decode(bridge, lstm_mean)
+
+    # The frame-wise parts on their own, so that a long track can run them block by block and
+    # only the BiLSTMs over the whole sequence (dannasep.separation.tf_models).
+    def encode(self, mix_mag: torch.Tensor) -> torch.Tensor:
+        """mix_mag [batch, channels, bins, frames] -> first bridge [frames, batch, hidden] (frame-wise)."""
         batch, channels, bins, frames = mix_mag.shape
         if bins != self.nb_bins or channels != self.nb_channels:
             raise ValueError(f"XUMX expects [batch, {self.nb_channels}, {self.nb_bins}, frames], "
@@ -80,15 +88,17 @@ class XUMX(nn.Module):
             h = (x + self.input_mean[i]) * self.input_scale[i]
             h = self.encoders[src](h.reshape(frames * batch, channels * self.max_bin))
             encoded.append(torch.tanh(h).reshape(frames, batch, self.hidden_size))
-        bridge = torch.stack(encoded).mean(0)
+        return torch.stack(encoded).mean(0)
 
-        lstm_mean = torch.stack([self.lstms[src](bridge)[0] for src in self.sources]).mean(0)
+    def decode(self, bridge: torch.Tensor, lstm_mean: torch.Tensor) -> torch.Tensor:
+        """bridge, mean of the four LSTM outputs [frames, batch, hidden] -> masks
+        [batch, sources, channels, bins, frames] (frame-wise)."""
+        frames, batch = bridge.shape[:2]
         # mean_i cat[enc_i, lstm_i] == cat[mean_i enc_i, mean_i lstm_i]
         joint = torch.cat([bridge, lstm_mean], -1).reshape(frames * batch, 2 * self.hidden_size)
-
         masks = []
         for i, src in enumerate(self.sources):
-            m = self.decoders[src](joint).reshape(frames, batch, channels, self.nb_bins)
+            m = self.decoders[src](joint).reshape(frames, batch, self.nb_channels, self.nb_bins)
             masks.append(torch.relu(m * self.output_scale[i] + self.output_mean[i]))
         # [sources, frames, batch, channels, bins] -> [batch, sources, channels, bins, frames]
         return torch.stack(masks).permute(2, 0, 3, 4, 1)

@@ -1,10 +1,13 @@
-"""Overlapping chunks with a linear cross-fade: the separated signal comes out in final blocks,
-so memory depends on the chunk length, not on the track length.
+"""Streams of separated blocks [sources, samples, channels].
+
+`overlap_add`: overlapping chunks with a linear cross-fade (the chunked mode); the separated
+signal comes out in final blocks, so memory depends on the chunk length, not on the track
+length. `crop` and `reblock` cut streams so that several can be combined block by block.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -50,3 +53,31 @@ def overlap_add(read: Callable[[int, int], np.ndarray], n_samples: int, infer: C
         norm = np.concatenate([norm[final:], np.zeros(final)])
         start += hop if stop < n_samples else length
 
+
+
+def crop(blocks: Iterable[np.ndarray], start: int, stop: int) -> Iterator[np.ndarray]:
+    """Samples [start, stop) of a stream of blocks [sources, samples, channels] (axis 1)."""
+    position = 0
+    for block in blocks:
+        end = position + block.shape[1]
+        lo, hi = max(start, position), min(stop, end)
+        if hi > lo:
+            yield block[:, lo - position:hi - position]
+        position = end
+        if position >= stop:
+            return
+
+
+def reblock(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """The same stream cut into blocks of exactly `size` samples (the last one may be shorter),
+    so that several streams can be combined block by block."""
+    pending, held = [], 0
+    for block in blocks:
+        pending.append(block)
+        held += block.shape[1]
+        while held >= size:
+            joined = np.concatenate(pending, axis=1) if len(pending) > 1 else pending[0]
+            yield joined[:, :size]
+            pending, held = [joined[:, size:]], held - size
+    if held:
+        yield np.concatenate(pending, axis=1)

@@ -55,6 +55,8 @@ def _wiener_stft(model: nn.Module, mix_wave: torch.Tensor, iterations: int, soft
     mix_stft = dsp.stft(mix_wave, model.n_fft, model.hop_length)
     est_mag = model(dsp.magnitude(mix_stft))
     _check_tf_output(model, est_mag, mix_stft)
+    if est_mag.device.type == "mps":  # no float64 on Apple's GPU: the filter runs on the CPU
+        est_mag, mix_stft = est_mag.cpu(), mix_stft.cpu()
     # The filter's precision is chosen here, not by an enclosing autocast region.
     with torch.autocast(device_type=mix_wave.device.type, enabled=False):
         est_stft = dsp.wiener(est_mag.to(wiener_dtype),
