@@ -141,11 +141,29 @@ def score_file(system, folder, track):
     return f"results/scores/{system}/{folder}/{track}.json"
 
 
+def mixture_path(w):
+    """What a track's separation reads: the dataset's mixture.wav, or, for the evaluated tracks
+    with evaluation.use_musdb18, the compressed MUSDB18's mixture (stream 0 of the .stem.mp4),
+    which the paper separated and scored against that file's stems."""
+    if config["evaluation"]["use_musdb18"] and w.folder == EVAL_FOLDER:
+        return f"{config['dataset']['musdb18_path']}/{w.folder}/{w.track}.stem.mp4"
+    return f"{DATASET_ROOT}/{w.folder}/{w.track}/mixture.wav"
+
+
 def eval_references(w):
-    """Reference stems of a scored track: the dataset folder, or the compressed MUSDB18 file."""
-    if config["evaluation"]["use_musdb18"]:
+    """Reference stems of a scored track: the dataset folder, or the compressed MUSDB18 file
+    (the evaluated tracks with evaluation.use_musdb18, separated from that file's mixture)."""
+    if config["evaluation"]["use_musdb18"] and w.folder == EVAL_FOLDER:
         return f"{config['dataset']['musdb18_path']}/{w.folder}/{w.track}.stem.mp4"
     return f"{DATASET_ROOT}/{w.folder}/{w.track}"
+
+
+def hq_alignment_option(w):
+    """With compressed references, the HQ track to check their alignment against (if present)."""
+    if config["evaluation"]["use_musdb18"] and w.folder == EVAL_FOLDER:
+        hq = Path(DATASET_ROOT) / w.folder / w.track
+        return f"--hq-references {shlex.quote(str(hq))}" if hq.is_dir() else ""
+    return ""
 
 
 def quoted(items):

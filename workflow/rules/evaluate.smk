@@ -14,6 +14,7 @@ rule evaluate:
         references=eval_references,
         mode=config["evaluation"]["mode"],
         nsdr="--nsdr" if config["evaluation"]["nsdr"] else "",
+        hq=hq_alignment_option,
     threads: 1
     resources:
         mem_mb=4000,
@@ -27,4 +28,4 @@ rule evaluate:
     shell:
         "dannasep evaluate --estimates {params.estimates:q} --references {params.references:q}"
         " --track {wildcards.track:q} --out {output:q} --mode {params.mode} {params.nsdr}"
-        " --manifest {input.manifest:q} > {log:q} 2>&1"
+        " --manifest {input.manifest:q} {params.hq} > {log:q} 2>&1"

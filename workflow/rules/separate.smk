@@ -14,7 +14,7 @@ rule separate:
         system="|".join(SYSTEMS) or "none",
     params:
         config_file=lambda w: system_settings(w.system),
-        mixture=lambda w: f"{DATASET_ROOT}/{w.folder}/{w.track}/mixture.wav",
+        mixture=mixture_path,
         out_dir=lambda w: separation_dir(w.system, w.folder, w.track),
         settings=lambda w: config["models"][w.system]["separate"],
     threads: 1

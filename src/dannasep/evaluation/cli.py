@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .references import STEM_SUFFIX, check_estimates, read_estimates, read_references
+from .references import STEM_SUFFIX, check_estimates, hq_alignment, read_estimates, read_references
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="full: BSS Eval v4 (SDR ISR SIR SAR), museval's computation made fast; "
                              "museval: the same by museval itself (slow); sdr: exact fast SDR only")
     parser.add_argument("--nsdr", action="store_true", help="also store each source's MDX nSDR")
+    parser.add_argument("--hq-references", type=Path, metavar="TRACK_DIR",
+                        help="with .stem.mp4 references: the MUSDB18-HQ folder of the same track, to check and "
+                             "record how the two line up")
     parser.add_argument("--length-tolerance", type=int, default=0, metavar="SAMPLES",
                         help="accept estimates this many samples longer or shorter than the references "
                              "(default 0: this project's separations keep the mixture's length)")
@@ -66,6 +69,11 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     scores = evaluate_track(references, estimates, mode=args.mode, track_name=name, with_nsdr=args.nsdr,
                             device=args.device)
+    if args.hq_references is not None and str(args.references).endswith(STEM_SUFFIX):
+        provenance["alignment"] = hq_alignment(args.references, args.hq_references)
+        if provenance["alignment"]["lag_samples"]:
+            log.warning("%s: the compressed mixture is %d samples off the HQ one (%s)", args.references,
+                        provenance["alignment"]["lag_samples"], args.hq_references)
     # an extra top-level key: museval's loaders (json2df) read only "targets"
     scores["provenance"] = provenance
     write_json(args.out, scores)

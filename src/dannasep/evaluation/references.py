@@ -42,6 +42,34 @@ def read_stem_references(path: Path) -> dict[str, np.ndarray]:
     return {s: stems[i] for s, i in STEM_IDS.items()}
 
 
+def read_stem_mixture(path: Path) -> np.ndarray:
+    """Stream 0 (the mixture) of a MUSDB18 .stem.mp4, [samples, channels], as musdb reads it."""
+    import stempeg
+
+    try:
+        audio, _rate = stempeg.read_stems(str(path), stem_id=0, ffmpeg_format="s16le")
+    except Exception as exc:  # stempeg raises assorted errors from ffmpeg/ffprobe
+        raise DataError(f"{path}: cannot decode the mixture ({exc})") from None
+    return audio
+
+
+def hq_alignment(stem_path: Path, hq_folder: Path, max_lag: int = 4096, seconds: float = 30.0) -> dict:
+    """How the compressed mixture lines up with the HQ mixture of the same track: the lag (in
+    samples, positive = the compressed one is late) that maximises their cross-correlation over
+    the first `seconds`, and the length difference. The paper scored the compressed files; a
+    non-zero lag would mean its numbers and HQ-based ones do not compare sample for sample."""
+    compressed = read_stem_mixture(stem_path).astype(np.float64).mean(1)
+    hq = read_wav(_existing(hq_folder / "mixture.wav", "reference"), SAMPLE_RATE)[0].astype(np.float64).mean(1)
+    n = min(len(compressed), len(hq), int(seconds * SAMPLE_RATE))
+    a, b = compressed[:n], hq[:n]
+    size = 1 << int(np.ceil(np.log2(2 * n)))
+    corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
+    lags = np.concatenate([np.arange(0, max_lag + 1), np.arange(-max_lag, 0)])
+    values = np.concatenate([corr[: max_lag + 1], corr[-max_lag:]])
+    lag = int(lags[int(np.argmax(values))])
+    return {"hq": str(hq_folder), "lag_samples": lag, "length_difference": len(compressed) - len(hq)}
+
+
 def read_references(path: Path) -> dict[str, np.ndarray]:
     """source -> [samples, channels] from a track folder or a .stem.mp4 file."""
     if path.name.endswith(STEM_SUFFIX):
