@@ -98,7 +98,7 @@ def test_profile_sends_training_to_the_gpu_partition_and_all_else_to_cpu(planned
         assert res["runtime"] > 0 and res["mem_mb"] > 0, (rule, res)
         if rule.startswith("train_"):
             assert res["slurm_partition"] == "gpu", rule
-            assert "--requeue" in res["slurm_extra"].split() and "--signal=USR1@120" in res["slurm_extra"].split()
+            assert "--signal=USR1@120" in res["slurm_extra"].split()  # --requeue: the plugin's setting
         else:
             assert res["slurm_partition"] == "cpu", rule
             assert "slurm_extra" not in res and "gpu" not in res, rule
@@ -116,7 +116,8 @@ def _sbatch_call(job: dict) -> str:
                            wildcards={}, is_group=lambda: False)
     params = {"run_uuid": "run", "slurm_logfile": "x.log", "comment_str": "c", "account": "",
               "partition": f" -p {job['resources']['slurm_partition']}", "workdir": "/w"}
-    settings = SimpleNamespace(requeue=False, no_requeue=False, qos=None, reservation=None)
+    profile = yaml.safe_load((ROOT / "slurm" / "config.yaml").read_text())
+    settings = SimpleNamespace(requeue=profile["slurm-requeue"], no_requeue=False, qos=None, reservation=None)
     return get_submit_command(fake, params, settings=settings) + set_gres_string(fake)
 
 
