@@ -18,6 +18,7 @@ from .errors import DannasepError
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("dannasep.data.synth", "generate the synthetic MUSDB18-HQ-shaped dataset"),
+    "render": ("dannasep.data.render.cli", "render a MUSDB18-HQ-shaped dataset from sampled instruments (FluidSynth, espeak-ng)"),
     "fetch": ("dannasep.data.fetch", "download MUSDB18-HQ or the official X-UMX weights (resumable, checksummed)"),
     "validate": ("dannasep.data.validate", "check a MUSDB18-HQ folder (or compressed MUSDB18) and write its manifest"),
     "train": ("dannasep.training.cli", "train one system (resumable, DDP-ready) and write its checkpoint"),
