@@ -2,14 +2,15 @@
 #   make run    install what is missing, then run the pipeline on the embedded default config
 #   make test   install what is missing, then run the test suite (what .ci/run calls)
 # Both create ./.venv (pinned versions from pyproject.toml, torch held by constraints.txt) and
-# install the Debian packages the project needs (ffmpeg for musdb) where absent.
+# install the Debian packages the project needs where absent: ffmpeg for musdb; the FluidSynth
+# library, the FluidR3_GM SoundFont and espeak-ng for the rendered dataset (dannasep render).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 CORES ?= 2
-SYSTEM_PACKAGES ?= ffmpeg
+SYSTEM_PACKAGES ?= ffmpeg libfluidsynth3 fluid-soundfont-gm espeak-ng
 STAMP := $(VENV)/.installed
 
 .PHONY: run test setup system-packages
