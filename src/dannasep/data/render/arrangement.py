@@ -25,6 +25,9 @@ PROGRESSIONS = {
 # guitars, organs, strings, pads and leads, vocals on the voice programs.
 KITS = {"standard": 0, "room": 8, "power": 16, "electronic": 24, "tr808": 25, "jazz": 32, "brush": 40}
 VOICE_PROGRAMS = {"choir_aahs": 52, "voice_oohs": 53, "synth_voice": 54}
+# Lead vocals are mostly one singer: the choir (an ensemble sample, hardly periodic in a low
+# register) sings lead now and then only.
+VOICE_WEIGHTS = {"voice_oohs": 0.5, "synth_voice": 0.35, "choir_aahs": 0.15}
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,7 @@ def plan_song(rng: np.random.Generator, duration: float) -> Song:
         "harmony": int(pick(rng, style.harmony)),
         "sustain": int(pick(rng, style.sustain)),
         "lead": int(pick(rng, style.lead)),
-        "vocals": int(pick(rng, sorted(VOICE_PROGRAMS.values()))),
+        "vocals": VOICE_PROGRAMS[str(rng.choice(list(VOICE_WEIGHTS), p=list(VOICE_WEIGHTS.values())))],
     }
     patterns = {"drums": pick(rng, style.drums), "comping": pick(rng, style.comping)}
     return Song(duration=duration, style=style_name, tempo=tempo, swing=float(rng.uniform(0, style.swing)),

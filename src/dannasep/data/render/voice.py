@@ -27,8 +27,8 @@ from .melody import VocalLine
 N_FFT, HOP = 2048, 512  # 46 ms frames, 75 % overlap (Hann: constant overlap-add)
 WINDOW = np.hanning(N_FFT + 1)[:N_FFT].astype(np.float32)  # periodic Hann
 LIFTER = 24              # cepstral coefficients kept: envelopes, not harmonics (f0 < 900 Hz)
-SHAPE_AMOUNT = 0.85      # how far the voice's envelope moves to the syllable's (1 = all the way)
-MAX_CORRECTION_DB = 24.0
+SHAPE_AMOUNT = 0.8       # how far the voice's envelope moves to the syllable's (1 = all the way)
+MAX_CUT_DB, MAX_BOOST_DB = 24.0, 9.0  # boosting more would lift the sample's breath noise, not formants
 TRANSITION_S = 0.08      # at most this much of a voiced consonant leads into the vowel
 ESPEAK_RATE_WPM = 110
 
@@ -147,7 +147,7 @@ def shape_syllables(voice: np.ndarray, line: VocalLine) -> np.ndarray:
         gain[k0 : k0 + m] = levels[:m]
     target = smooth_frames(target)  # no zipper noise at frame changes
     target = target - band_mean(target) + band_mean(own)
-    correction = np.clip(SHAPE_AMOUNT * (target - own), -MAX_CORRECTION_DB / 8.686, MAX_CORRECTION_DB / 8.686)
+    correction = np.clip(SHAPE_AMOUNT * (target - own), -MAX_CUT_DB / 8.686, MAX_BOOST_DB / 8.686)
     shaped = spec * (np.exp(correction) * smooth_frames(gain[:, None])).astype(np.complex64)
     return overlap_add(shaped, n).T
 
