@@ -305,3 +305,18 @@ def test_the_stems_of_a_track_differ_in_these_statistics(character):
         assert max(by("active"), key=by("active").get) == "other", (track, by("active"))
         assert min(by("percussive"), key=by("percussive").get) in ("other", "vocals"), (track, by("percussive"))
         assert stats["vocals"]["f0_median"] > 1.5 * stats["bass"]["f0_median"], track
+
+
+# ------------------------------------------------------------------------------ the report figure
+
+
+def test_spectrogram_figure_of_a_rendered_track(dataset, tmp_path, capsys):
+    folder = dataset / "test" / TEST_TRACKS[0]
+    assert cli.main(["spectrograms", str(folder), "--out-stem", str(tmp_path / "fig")]) == 0
+    png = tmp_path / "fig.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "fig.pdf").stat().st_size > 10_000
+    image = __import__("matplotlib.image").image.imread(str(png))
+    assert image.shape[0] > image.shape[1] > 500  # five stacked panels
+    (tmp_path / "broken").mkdir()
+    assert cli.main(["spectrograms", str(tmp_path / "broken"), "--out-stem", str(tmp_path / "x")]) == 1
+    assert str(tmp_path / "broken" / "mixture.wav") in capsys.readouterr().err

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "separate": ("dannasep.separation.cli", "separate one track with a trained system (chunked, bounded memory)"),
     "evaluate": ("dannasep.evaluation.cli", "score a separated track with museval BSS Eval v4 or the exact fast SDR (museval JSON)"),
     "blend": ("dannasep.blend.cli", "search blend weights exactly on a simplex grid, or apply them"),
+    "spectrograms": ("dannasep.report.spectrograms", "spectrograms of one dataset track's mixture and stems (PNG, PDF)"),
     "report": ("dannasep.report.cli", "the paper's tables and figures from the results (CSV, Markdown, LaTeX, HTML; PNG, PDF)"),
     "audit": ("dannasep.provenance.audit", "trace a table number to its checkpoint, config, data and commit; verify every hash"),
     "inspect": ("dannasep.provenance.inspect", "print what a checkpoint records (model, config, data, commit, scores)"),
