@@ -59,13 +59,14 @@ STYLES = {
                     (4, 5, 0), (89, 48, 88), (80, 81), ("whole", "offbeat"), 0.3),
 }
 
-# Which parts play in each kind of section: probabilities (1 = always).
+# Which parts play in each kind of section: probabilities (1 = always). The held bed
+# (strings, pads, organ) plays almost throughout: the other stem is the sustained, harmonic one.
 SECTION_PARTS = {
-    "intro": {"drums": 0.5, "bass": 0.4, "harmony": 1.0, "sustain": 0.5, "lead": 0.4, "vocals": 0.0},
-    "verse": {"drums": 0.9, "bass": 1.0, "harmony": 1.0, "sustain": 0.4, "lead": 0.0, "vocals": 1.0},
+    "intro": {"drums": 0.5, "bass": 0.4, "harmony": 1.0, "sustain": 0.7, "lead": 0.4, "vocals": 0.0},
+    "verse": {"drums": 0.9, "bass": 1.0, "harmony": 1.0, "sustain": 1.0, "lead": 0.0, "vocals": 1.0},
     "chorus": {"drums": 1.0, "bass": 1.0, "harmony": 1.0, "sustain": 1.0, "lead": 0.0, "vocals": 1.0},
     "break": {"drums": 0.3, "bass": 0.5, "harmony": 0.6, "sustain": 1.0, "lead": 0.6, "vocals": 0.3},
-    "outro": {"drums": 0.6, "bass": 0.6, "harmony": 1.0, "sustain": 0.6, "lead": 0.3, "vocals": 0.0},
+    "outro": {"drums": 0.6, "bass": 0.6, "harmony": 1.0, "sustain": 0.7, "lead": 0.3, "vocals": 0.0},
 }
 FORM = ("intro", "verse", "chorus", "break", "verse", "chorus", "chorus", "outro")
 

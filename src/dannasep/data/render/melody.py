@@ -18,6 +18,7 @@ from .arrangement import Song, pick
 from .parts import add_note, humanize, velocity
 
 BEND_RANGE_CENTS = 200.0
+MIN_GAP_S = 0.6  # at least this (and a beat) between phrases, before the next pickup
 BEND_STEP = 0.01  # seconds between pitch-bend events in vibrato and glides
 CONSONANTS = ("l", "n", "m", "d", "t", "k", "s", "h", "b", "w", "j", "S")
 # espeak-ng phoneme mnemonics of the vowels, with a spelling for the MIDI lyric.
@@ -111,7 +112,7 @@ def vocal_part(song: Song, rng: np.random.Generator) -> VocalLine:
         for unit in range(section.start_bar, section.end_bar, 2):
             unit_bars = min(2, section.end_bar - unit)
             pickup = float(pick(rng, (0.0, 0.0, 0.5, 1.0)))
-            sung = unit_bars * 4 - pickup - max(1.0, 0.45 / song.beat)  # leave a gap to breathe
+            sung = unit_bars * 4 - pickup - max(1.0, MIN_GAP_S / song.beat)  # leave a gap to breathe
             if sung < 1.5:
                 continue
             key = f"{section.kind}:{sung:g}"

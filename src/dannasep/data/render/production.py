@@ -17,7 +17,7 @@ from ...constants import SAMPLE_RATE, SOURCES
 # Loudness spread (LUFS): mixture ~ N(mean, sd) clipped to [low, high]; each stem relative to
 # the mixture (LU) ~ N(mean, sd). An estimate of MUSDB18-HQ's spread (its mixtures are not
 # mastered loud, vocals usually lead, bass and drums sit a few LU below), not a measurement:
-# `measure_loudness` computes the same statistics for a real copy, to replace these numbers.
+# `measure_loudness(root)` computes these statistics for a real copy, to replace them.
 LOUDNESS = {"mixture": (-14.0, 2.0, -20.0, -9.0),
             "drums": (-6.5, 2.0), "bass": (-8.0, 2.0), "other": (-6.0, 2.0), "vocals": (-4.0, 1.5)}
 PEAK_CEILING = 0.98  # full scale; the whole mix is lowered if a stem or the mixture would pass it
@@ -111,3 +111,22 @@ def to_pcm16(stems: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise AssertionError("mixture would clip")  # prevented by PEAK_CEILING in balance()
     out["mixture"] = total.astype(np.int16)
     return out
+
+
+def measure_loudness(root) -> dict[str, tuple[float, float]]:
+    """(mean, sd) over the tracks of root/{train,test}/<track>/: the mixture's loudness in LUFS,
+    each stem's relative to it in LU (silent stems left out). Run it on a real MUSDB18-HQ to
+    replace the estimates in LOUDNESS."""
+    from pathlib import Path
+
+    import soundfile as sf
+
+    values: dict[str, list[float]] = {s: [] for s in ("mixture", *SOURCES)}
+    for folder in sorted(Path(root).glob("*/*/")):
+        mixture = loudness(sf.read(str(folder / "mixture.wav"), dtype="float64")[0])
+        values["mixture"].append(mixture)
+        for source in SOURCES:
+            level = loudness(sf.read(str(folder / f"{source}.wav"), dtype="float64")[0])
+            if np.isfinite(level) and np.isfinite(mixture):
+                values[source].append(level - mixture)
+    return {k: (float(np.mean(v)), float(np.std(v))) for k, v in values.items() if v}
