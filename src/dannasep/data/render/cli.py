@@ -17,10 +17,10 @@ from pathlib import Path
 
 from ...audio import write_wav
 from ...constants import SAMPLE_RATE, STEMS
-from ...errors import ConfigError
+from ...errors import ConfigError, DataError
 from ...io import atomic_dir
 from ..synth import track_list
-from .rendering import DEFAULT_SOUNDFONT, FLUIDR3_GM_SHA256, SoundFontRenderer, check_soundfont
+from .rendering import DEFAULT_SOUNDFONT, FLUIDR3_GM_SHA256, SoundFontRenderer, check_soundfont, load_fluidsynth
 from .track import render_track
 from .voice import espeak_available
 
@@ -29,12 +29,9 @@ log = logging.getLogger(__name__)
 
 def check_tools(soundfont: str | Path, sha256: str | None) -> Path:
     """Cheap checks before any rendering: espeak-ng, the FluidSynth library, the SoundFont."""
-    from .rendering import _fluidsynth
-    from ...errors import DataError
-
     if not espeak_available():
         raise DataError("espeak-ng not found on PATH; install Debian's espeak-ng (make setup does)")
-    _fluidsynth()
+    load_fluidsynth()
     return check_soundfont(soundfont, sha256)
 
 

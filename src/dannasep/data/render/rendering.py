@@ -18,7 +18,7 @@ import numpy as np
 import pretty_midi
 
 from ...constants import SAMPLE_RATE
-from ...errors import ConfigError, DataError
+from ...errors import DataError
 from ...io import sha256_file
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def check_soundfont(path: str | Path, sha256: str | None) -> Path:
     return path
 
 
-def _fluidsynth():
+def load_fluidsynth():
     try:
         import fluidsynth
     except (ImportError, OSError) as exc:
@@ -66,7 +66,7 @@ class SoundFontRenderer:
     """
 
     def __init__(self, soundfont: str | Path):
-        self._fs = _fluidsynth()
+        self._fs = load_fluidsynth()
         self.soundfont = str(soundfont)
         pointer = ctypes.c_void_p
         self._nwrite_float = self._fs.cfunc(
@@ -130,7 +130,8 @@ class SoundFontRenderer:
                     group_of[name] = channel % groups
                     bank = DRUM_BANK if inst.is_drum else 0
                     if synth.program_select(channel, sfid, bank, inst.program) != 0:
-                        raise ConfigError(f"SoundFont {self.soundfont} has no preset {bank}:{inst.program}")
+                        raise DataError(f"SoundFont {self.soundfont} has no preset {bank}:{inst.program}; "
+                                        f"use a General MIDI SoundFont ({INSTALL_HINT})")
                     events += [(c.time, 0, synth.cc, (channel, c.number, c.value)) for c in inst.control_changes]
                     events += [(b.time, 0, synth.pitch_bend, (channel, b.pitch)) for b in inst.pitch_bends]
                     events += [(n.end, 1, synth.noteoff, (channel, n.pitch)) for n in inst.notes]
