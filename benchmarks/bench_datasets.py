@@ -22,8 +22,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import (OUT_DIR, context_line, finish_context, markdown_table, run_context,
-                    save_results)
+from common import (
+    OUT_DIR,
+    context_line,
+    finish_context,
+    markdown_table,
+    run_context,
+    save_results,
+)
 
 from dannasep.constants import SOURCES
 from dannasep.data.tracks import TRAIN_SPLIT_TRACKS
@@ -49,15 +55,15 @@ def speed(n_tracks: int, seconds: float) -> dict:
     from dannasep.data.synth import synthesize_track
 
     if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
     load_cpu, load_wall = cpu_seconds(), time.perf_counter()
     renderer = SoundFontRenderer(DEFAULT_SOUNDFONT)
     setup = {"cpu_s": cpu_seconds() - load_cpu, "wall_s": time.perf_counter() - load_wall}
     rows = []
     with renderer:
         for name in TRAIN_SPLIT_TRACKS[:n_tracks]:
-            render_cpu, render_wall = timed(lambda: render_track(renderer, 2021, "train", name, seconds))
-            synth_cpu, synth_wall = timed(lambda: synthesize_track(2021, "train", name, seconds))
+            render_cpu, render_wall = timed(lambda n=name: render_track(renderer, 2021, "train", n, seconds))
+            synth_cpu, synth_wall = timed(lambda n=name: synthesize_track(2021, "train", n, seconds))
             rows.append({"track": name, "render_cpu_s": render_cpu, "render_wall_s": render_wall,
                          "synth_cpu_s": synth_cpu, "synth_wall_s": synth_wall})
     return {"seconds": seconds, "soundfont_load": setup, "tracks": rows}
@@ -69,9 +75,9 @@ def median_sdr_per_source(sdr: np.ndarray) -> list[float]:
 
 def mixture_quarter(dataset: Path, folder: str, tracks: list[str]) -> dict[str, float]:
     """Median over tracks of the median-over-frames SDR of mixture/4, per source."""
+    from dannasep.audio import read_wav
     from dannasep.evaluation.references import read_references
     from dannasep.evaluation.sdr import framewise_sdr
-    from dannasep.audio import read_wav
 
     per_track = []
     for track in tracks:

@@ -24,7 +24,11 @@ from dannasep.config import validate_config
 from dannasep.constants import SAMPLE_RATE, SOURCES, STEMS
 from dannasep.data.render import arrangement, rendering
 from dannasep.data.render.cli import render_dataset
-from dannasep.data.render.rendering import FLUIDR3_GM_SHA256, SoundFontRenderer, check_soundfont
+from dannasep.data.render.rendering import (
+    FLUIDR3_GM_SHA256,
+    SoundFontRenderer,
+    check_soundfont,
+)
 from dannasep.data.render.track import render_track
 from dannasep.data.tracks import TEST_TRACKS, TRAIN_SPLIT_TRACKS, VALID_TRACKS
 from dannasep.data.validate import check_dataset
@@ -304,7 +308,9 @@ def test_other_is_sustained_and_harmonic(character):
 
 def test_the_stems_of_a_track_differ_in_these_statistics(character):
     for track, stats in character.items():
-        by = lambda key: {s: stats[s][key] for s in SOURCES}  # noqa: E731
+        def by(key, stats=stats):
+            return {s: stats[s][key] for s in SOURCES}
+
         assert max(by("onset"), key=by("onset").get) == "drums", (track, by("onset"))
         assert min(by("centroid"), key=by("centroid").get) == "bass", (track, by("centroid"))
         assert max(by("active"), key=by("active").get) == "other", (track, by("active"))

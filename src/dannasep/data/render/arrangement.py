@@ -135,7 +135,7 @@ class Song:
         steps = (0, 2, 4, 6) if self.sevenths else (0, 2, 4)
         classes = []
         for step in steps:
-            octave, index = divmod(root + step, 7)
+            index = (root + step) % 7
             pc = self.scale[index]
             if self.mode == "minor" and self.dominant_major and index == 6 and root == 4:
                 pc += 1  # the leading tone of harmonic minor: V is major

@@ -20,7 +20,13 @@ from ...constants import SAMPLE_RATE, STEMS
 from ...errors import ConfigError, DataError
 from ...io import atomic_dir
 from ..synth import track_list
-from .rendering import DEFAULT_SOUNDFONT, FLUIDR3_GM_SHA256, SoundFontRenderer, check_soundfont, load_fluidsynth
+from .rendering import (
+    DEFAULT_SOUNDFONT,
+    FLUIDR3_GM_SHA256,
+    SoundFontRenderer,
+    check_soundfont,
+    load_fluidsynth,
+)
 from .track import render_track
 from .voice import espeak_available
 

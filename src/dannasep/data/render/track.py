@@ -17,7 +17,6 @@ from . import arrangement, melody, parts, production, voice
 from .rendering import SoundFontRenderer
 
 STREAMS = ("song", "drums", "bass", "other", "vocals", "voice", "production", "balance")
-TAIL_S = 0.0  # the excerpt ends where the track ends: notes ringing past it are cut, as in a clip
 
 
 def track_rngs(seed: int, subset: str, name: str) -> dict[str, np.random.Generator]:
