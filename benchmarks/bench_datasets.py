@@ -108,6 +108,14 @@ def run_sdr(label: str, spec: str) -> dict:
     if tracks:
         out["systems"]["mixture/4"] = mixture_quarter(dataset, folder, tracks)
         out["folder"], out["tracks"] = folder, tracks
+    out["validation"] = {}  # last epoch of each training curve: the trainer's own comparison
+    for curve in sorted((base / "results" / "training").glob("*.csv")):
+        import pandas as pd
+
+        last = pd.read_csv(curve).dropna(subset=["valid_sdr_avg"]).iloc[-1]
+        out["validation"][curve.stem] = {"epoch": int(last["epoch"]), "steps": int(last["step"]),
+                                         "valid_sdr_avg": float(last["valid_sdr_avg"]),
+                                         "mixture4_sdr_avg": float(last["trivial_sdr_avg"])}
     return out
 
 
@@ -143,6 +151,11 @@ def main() -> None:
         lines += [f"## (b) SDR (dB), {run['label']}: {len(run.get('tracks', []))} {run.get('folder', '')} tracks", "",
                   *markdown_table(["system", *SOURCES, "avg", "avg - mixture/4"], rows,
                                   [False] + [True] * (len(SOURCES) + 2)), ""]
+        valid = [[s, v["epoch"], v["steps"], f"{v['valid_sdr_avg']:.2f}", f"{v['mixture4_sdr_avg']:.2f}",
+                  f"{v['valid_sdr_avg'] - v['mixture4_sdr_avg']:+.2f}"] for s, v in run["validation"].items()]
+        lines += [f"Validation SDR at the last epoch (training curves), {run['label']}:", "",
+                  *markdown_table(["system", "epoch", "steps", "valid avg", "mixture/4", "margin"], valid,
+                                  [False] + [True] * 5), ""]
     finish_context(context)
     markdown = "\n".join(lines + [context_line(context)]) + "\n"
     print(markdown)
