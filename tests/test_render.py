@@ -347,3 +347,19 @@ def test_loudness_follows_the_drawn_spread(dataset):
             level = loudness(sf.read(str(folder / f"{source}.wav"), dtype="float64")[0]) - mixture
             mean, sd = LOUDNESS[source]
             assert abs(level - mean) < 4 * sd + 1.0, (folder.name, source, level)
+
+
+# ------------------------------------------------------------------------------ the workflow
+
+
+def test_the_rendered_overlay_plans_the_render_rule():
+    """config/rendered.yaml over the embedded default: the dataset comes from `dannasep render`."""
+    root = Path(__file__).resolve().parents[1]
+    snakemake = str(Path(sys.executable).parent / "snakemake")
+    out = subprocess.run([snakemake, "-n", "-p", "--cores", "2", "--forceall", "--configfile", "config/rendered.yaml"],
+                         cwd=root, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert "render_dataset" in out.stdout and "synth_dataset" not in out.stdout
+    assert "dannasep render --out resources/musdb18hq-rendered --seed 2021" in out.stdout
+    assert f"--soundfont-sha256 {FLUIDR3_GM_SHA256}" in out.stdout
+    assert "dannasep spectrograms 'resources/musdb18hq-rendered/test/" in out.stdout
