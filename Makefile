@@ -2,7 +2,8 @@
 #   make run    install what is missing, then run the pipeline on the embedded default config
 #   make test   install what is missing, then run the test suite (what .ci/run calls)
 # Both create ./.venv (pinned versions from pyproject.toml, torch held by constraints.txt) and
-# install the Debian packages the project needs (ffmpeg for musdb) where absent.
+# install the Debian packages the project needs where absent: ffmpeg for musdb; the FluidSynth
+# library, the FluidR3_GM SoundFont and espeak-ng for the rendered dataset (dannasep render).
 SHELL := /bin/bash
 # The interpreter .venv is built with (Python 3.11 or newer); default: found by
 # workflow/scripts/find_python.sh (python3.13, 3.12, 3.11, python3, or uv). `make PYTHON=...` to choose.
@@ -11,7 +12,7 @@ VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 CORES ?= 2
-SYSTEM_PACKAGES ?= ffmpeg
+SYSTEM_PACKAGES ?= ffmpeg libfluidsynth3 fluid-soundfont-gm espeak-ng
 # Reference implementations the tests and benchmarks compare with (demucs's HDemucs and SVD
 # penalty, open-unmix's separator). Installed without their dependencies: demucs and openunmix
 # would pull torchaudio, which does not load beside the pinned torch; their models do not need it.

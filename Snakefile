@@ -30,3 +30,4 @@ rule all:
         "results/provenance.json",
         rules.tables.output,
         rules.figures.output,
+        rules.track_spectrograms.output,

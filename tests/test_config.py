@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
 def test_shipped_configs_are_valid(name):
     cfg = load_config(ROOT / "config" / name)
-    assert cfg["dataset"]["kind"] in ("synthetic", "musdb18hq")
+    assert cfg["dataset"]["kind"] in ("synthetic", "rendered", "musdb18hq")
     assert set(cfg["models"]) == {"xumx_baseline", "xumx", "unet", "demucs_baseline", "demucs",
                                   "tfc_tdf_v2", "tfc_tdf", "hdemucs", "xd3net"}
 

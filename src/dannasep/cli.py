@@ -19,11 +19,13 @@ from .errors import DannasepError
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("dannasep.data.synth", "generate the synthetic MUSDB18-HQ-shaped dataset"),
     "fetch": ("dannasep.data.fetch", "download MUSDB18-HQ or pretrained weights (resumable, checksummed)"),
+    "render": ("dannasep.data.render.cli", "render a MUSDB18-HQ-shaped dataset from sampled instruments (FluidSynth, espeak-ng)"),
     "validate": ("dannasep.data.validate", "check a MUSDB18-HQ folder (or compressed MUSDB18) and write its manifest"),
     "train": ("dannasep.training.cli", "train one system (resumable, DDP-ready) and write its checkpoint"),
     "separate": ("dannasep.separation.cli", "separate audio files (any format) or a track with a trained, released or blended system (bounded memory)"),
     "evaluate": ("dannasep.evaluation.cli", "score a separated track with museval BSS Eval v4 or the exact fast SDR (museval JSON)"),
     "blend": ("dannasep.blend.cli", "search blend weights exactly on a simplex grid, or apply them"),
+    "spectrograms": ("dannasep.report.spectrograms", "spectrograms of one dataset track's mixture and stems (PNG, PDF)"),
     "report": ("dannasep.report.cli", "the paper's tables and figures from the results (CSV, Markdown, LaTeX, HTML; PNG, PDF)"),
     "audit": ("dannasep.provenance.audit", "trace a table number to its checkpoint, config, data and commit; verify every hash"),
     "inspect": ("dannasep.provenance.inspect", "print what a checkpoint records (model, config, data, commit, scores)"),

@@ -100,27 +100,29 @@ def checkpoint_pointer(system):
 
 
 # Track lists are known before the data exists: the real dataset has the official names, and
-# the synthetic one takes the first N of them (see dannasep.data.synth).
+# the synthetic and rendered ones take the first N of them (see dannasep.data.synth).
+GENERATED_KINDS = ("synthetic", "rendered")
+GENERATED = config["dataset"][config["dataset"]["kind"]] if config["dataset"]["kind"] in GENERATED_KINDS else None
 from dannasep.constants import SOURCES
 from dannasep.data.tracks import TEST_TRACKS, VALID_TRACKS
 
 
 def _tracks(names, synthetic_count, limit):
     ds = config["dataset"]
-    names = list(names[:synthetic_count] if ds["kind"] == "synthetic" else names)
+    names = list(names[:synthetic_count] if ds["kind"] in GENERATED_KINDS else names)
     return names[:limit] if limit else names
 
 
 EVAL_FOLDER = "test" if config["evaluation"]["subset"] == "test" else "train"
 EVAL_TRACKS = _tracks(
     TEST_TRACKS if EVAL_FOLDER == "test" else VALID_TRACKS,
-    config["dataset"]["synthetic"]["test_tracks" if EVAL_FOLDER == "test" else "valid_tracks"],
+    (GENERATED or config["dataset"]["synthetic"])["test_tracks" if EVAL_FOLDER == "test" else "valid_tracks"],
     config["evaluation"]["tracks"],
 )
 BLEND_FOLDER = "test" if config["blend"]["subset"] == "test" else "train"
 BLEND_TRACKS = _tracks(
     TEST_TRACKS if BLEND_FOLDER == "test" else VALID_TRACKS,
-    config["dataset"]["synthetic"]["test_tracks" if BLEND_FOLDER == "test" else "valid_tracks"],
+    (GENERATED or config["dataset"]["synthetic"])["test_tracks" if BLEND_FOLDER == "test" else "valid_tracks"],
     config["blend"]["tracks"],
 )
 BLEND_MODELS = [m for m in config["blend"]["models"] if m in SYSTEMS]

@@ -1,5 +1,6 @@
-# Data: generate the synthetic MUSDB18-HQ or fetch the real one, then validate it and write a
-# manifest (file list with sizes and hashes) whose hash every checkpoint records.
+# Data: generate the synthetic MUSDB18-HQ, render one from sampled instruments, or fetch the
+# real one; then validate it and write a manifest (file list with sizes and hashes) whose hash
+# every checkpoint records.
 
 if config["dataset"]["kind"] == "synthetic":
 
@@ -18,6 +19,27 @@ if config["dataset"]["kind"] == "synthetic":
             "dannasep synth --out {output:q} --seed {params.s[seed]}"
             " --train-tracks {params.s[train_tracks]} --valid-tracks {params.s[valid_tracks]}"
             " --test-tracks {params.s[test_tracks]} --duration {params.s[duration]} > {log} 2>&1"
+
+elif config["dataset"]["kind"] == "rendered":
+
+    rule render_dataset:
+        # FluidSynth + the pinned SoundFont + espeak-ng (Debian packages; make setup installs them)
+        output:
+            directory(config["dataset"]["root"]),
+        params:
+            r=config["dataset"]["rendered"],
+            sha=lambda w: config["dataset"]["rendered"]["soundfont_sha256"] or "''",
+        conda:
+            CONDA_ENV
+        log:
+            f"{LOGS}/data/render_dataset.log",
+        benchmark:
+            f"{BENCH}/data/render_dataset.tsv"
+        shell:
+            "dannasep render --out {output} --seed {params.r[seed]}"
+            " --train-tracks {params.r[train_tracks]} --valid-tracks {params.r[valid_tracks]}"
+            " --test-tracks {params.r[test_tracks]} --duration {params.r[duration]}"
+            " --soundfont {params.r[soundfont]:q} --soundfont-sha256 {params.sha} > {log} 2>&1"
 
 elif dataset_is_produced():
 

@@ -76,3 +76,20 @@ rule figures:
     shell:
         f"dannasep report figures {_REPORT_COMMON_ARGS}"
         f" --grid {{params.grid}} --curves results/training --out-dir {REPORT_FIGURES} > {{log}} 2>&1"
+
+
+rule track_spectrograms:
+    # One dataset track's mixture and stems (the rendered dataset's figure; any kind works).
+    input:
+        DATASET_MANIFEST,
+    output:
+        *_report_figure("track_spectrograms", "fig_track_spectrograms", "5. Data", "spectrograms of a track"),
+    params:
+        track=f"{DATASET_ROOT}/test/{(EVAL_TRACKS if EVAL_FOLDER == 'test' else TEST_TRACKS)[0]}",
+        out_stem=lambda w, output: output[0][: -len(".png")],
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/report/track_spectrograms.log",
+    shell:
+        "dannasep spectrograms {params.track:q} --out-stem {params.out_stem} --seconds 12 > {log} 2>&1"

@@ -138,7 +138,7 @@ def build(config_path: str = DEFAULT_CONFIG) -> dict:
                      *(f"results/separations/{b}" for b in blends), *(f"results/scores/{b}" for b in blends),
                      "results/benchmarks/blend", *(f"results/benchmarks/evaluate/{b}" for b in blends)],
         }
-    report_targets = "tables figures provenance"
+    report_targets = "tables figures track_spectrograms provenance"
     stages["report"] = {
         "cmd": [_snakemake(report_targets, f" --omit-from {report_targets}", touch=True),
                 _snakemake(report_targets)],

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Install the Debian packages named as arguments where their command is missing.
+# Install the Debian packages named as arguments where their command (or file) is missing.
 # Runs apt-get as root, or through sudo; tells the user what to do when neither works.
 set -euo pipefail
-declare -A COMMAND_OF=([ffmpeg]=ffmpeg [slurm-wlm]=slurmctld [munge]=munged)
+# What shows a package is there: a command, or (starting with /) a file glob.
+declare -A COMMAND_OF=([ffmpeg]=ffmpeg [slurm-wlm]=slurmctld [munge]=munged
+  [libfluidsynth3]="/usr/lib/*/libfluidsynth.so.3" [fluid-soundfont-gm]=/usr/share/sounds/sf2/FluidR3_GM.sf2
+  [espeak-ng]=espeak-ng)
 missing=()
 for pkg in "$@"; do
   cmd=${COMMAND_OF[$pkg]:-$pkg}
-  command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")
+  if [[ $cmd == /* ]]; then
+    compgen -G "$cmd" >/dev/null || missing+=("$pkg")
+  else
+    command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")
+  fi
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "Installing system packages: ${missing[*]}" >&2

@@ -294,3 +294,49 @@ def read_curve(path: str | os.PathLike) -> pd.DataFrame | None:
     if missing:
         raise DataError(f"{path}: training curve lacks columns {sorted(missing)}; re-run the training rule")
     return curve
+
+
+# ---------------------------------------------------------------------------------------------
+# Spectrograms of one dataset track: the mixture and its four stems
+# ---------------------------------------------------------------------------------------------
+
+def plot_track_spectrograms(folder: str | os.PathLike, out_stem, seconds: float | None = 12.0,
+                            offset: float = 0.0) -> list[Path]:
+    """Log-frequency spectrograms (dB, one colour scale) of mixture.wav and the four stems of a
+    MUSDB18-HQ-layout track folder, from `offset` for `seconds` (None: to the end)."""
+    import soundfile as sf
+
+    from ..constants import STEMS
+    from ..errors import DataError
+
+    folder = Path(folder)
+    n_fft, hop = 4096, 1024
+    spectra = {}
+    for stem in STEMS:
+        path = folder / f"{stem}.wav"
+        try:
+            with sf.SoundFile(str(path)) as f:
+                rate = f.samplerate
+                f.seek(min(int(offset * rate), f.frames))
+                audio = f.read(-1 if seconds is None else int(seconds * rate), dtype="float64", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            raise DataError(f"{path}: cannot read audio ({exc}); check the dataset") from None
+        x = np.pad(audio.mean(axis=1), (n_fft // 2, n_fft // 2))
+        frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop] * np.hanning(n_fft)
+        spectra[stem] = 10 * np.log10(np.abs(np.fft.rfft(frames, axis=-1)).T ** 2 + 1e-12)
+    top = max(s.max() for s in spectra.values())
+    freqs = np.fft.rfftfreq(n_fft, 1 / rate)
+    keep = freqs >= 30
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(len(STEMS), 1, figsize=(WIDTH_IN, 7.5), sharex=True)
+        for ax, stem in zip(axes, STEMS):
+            times = offset + np.arange(spectra[stem].shape[1]) * hop / rate
+            mesh = ax.pcolormesh(times, freqs[keep], spectra[stem][keep] - top, shading="nearest", cmap="magma",
+                                 vmin=-80, vmax=0, rasterized=True)
+            ax.set_yscale("log")
+            ax.set_ylim(30, rate / 2)
+            ax.set_ylabel(f"{stem}\nHz")
+        axes[-1].set_xlabel("time (s)")
+        axes[0].set_title(folder.name)
+        fig.colorbar(mesh, ax=axes, label="dB (0 = the track's loudest bin)", shrink=0.6)
+        return save_figure(fig, out_stem)
