@@ -455,3 +455,35 @@ def test_weights_figure_with_five_models(tmp_path):
             "models": np.array(["a", "b", "c", "d", "e"]), "sources": np.array(SOURCES)}
     paths = figures.plot_blend_simplex(grid, tmp_path / "five")
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_cli_stats_then_search_equals_search_from_wavs(tmp_path):
+    from dannasep.io import sha256_file
+
+    optimum = np.array([[0.3, 0.0, 0.2, 0.5], [0.3, 0.0, 0.4, 0.1], [0.4, 1.0, 0.4, 0.4]])
+    names = ["Track A", "Track B"]
+    _write_tree(tmp_path, optimum, names)
+    common = ["--models", *MODELS, "--separations", str(tmp_path / "seps"), "--references",
+              str(tmp_path / "refs"), "--subset", "test"]
+    assert _cli(["stats", *common, "--tracks", *names, "--out-dir", str(tmp_path / "stats")]) == 0
+    files = [tmp_path / "stats" / f"{n}.npz" for n in names]
+    assert _cli(["search", "--models", *MODELS, "--stats", *map(str, files), "--step", "0.1",
+                 "--out", str(tmp_path / "from_stats.yaml"), "--threads", "1"]) == 0
+    assert _cli([*common, "--step", "0.1", "--out", str(tmp_path / "from_wavs.yaml")]) == 0
+    from_stats = yaml.safe_load((tmp_path / "from_stats.yaml").read_text())
+    from_wavs = yaml.safe_load((tmp_path / "from_wavs.yaml").read_text())
+    for key in ("models", "sources", "weights", "predicted_sdr", "tracks", "method"):
+        assert from_stats[key] == from_wavs[key]
+    assert from_stats["certificate_db"] == {s: 0.0 for s in SOURCES}
+    # provenance: the search names each statistics file's hash, each file every wav's hash
+    assert from_stats["statistics"]["Track A"]["sha256"] == sha256_file(files[0])
+    from dannasep.blend.stats import load_stats
+
+    record = load_stats(files[1]).provenance
+    wav = tmp_path / "seps" / "unet" / "test" / "Track B" / "vocals.wav"
+    assert record["estimates"]["unet"]["files"]["vocals.wav"] == sha256_file(wav)
+    ref = tmp_path / "refs" / "test" / "Track B" / "bass.wav"
+    assert record["references"]["files"][str(ref)] == sha256_file(ref)
+    # statistics of other models are refused, naming the file and the fix
+    with pytest.raises(DataError, match=r"Track A\.npz: statistics of models .* blend stats"):
+        _cli(["--models", "xumx", "demucs", "--stats", str(files[0]), "--out", str(tmp_path / "x.yaml")])

@@ -6,8 +6,7 @@
 # the search reads only the statistics files.
 
 
-def blend_stats_file(folder, track):
-    return f"results/blend/stats/{folder}/{track}.npz"
+BLEND_STATS = "results/blend/stats/{folder}/{track}.npz"
 
 
 rule blend_stats:
@@ -15,7 +14,7 @@ rule blend_stats:
         estimates=lambda w: [f for m in BLEND_MODELS for f in separation_files(m, w.folder, w.track)],
         manifest=DATASET_MANIFEST,
     output:
-        blend_stats_file("{folder}", "{track}"),
+        BLEND_STATS,
     params:
         models=BLEND_MODELS,
         references=DATASET_ROOT,
@@ -37,13 +36,13 @@ rule blend_stats:
 
 rule blend_search:
     input:
-        stats=[blend_stats_file(BLEND_FOLDER, t) for t in BLEND_TRACKS],
+        stats=[BLEND_STATS.format(folder=BLEND_FOLDER, track=t) for t in BLEND_TRACKS],
     output:
         weights="results/blend/weights.yaml",
         grid="results/blend/grid.npz",
     params:
         models=BLEND_MODELS,
-        stats=quoted(blend_stats_file(BLEND_FOLDER, t) for t in BLEND_TRACKS),
+        stats=quoted(BLEND_STATS.format(folder=BLEND_FOLDER, track=t) for t in BLEND_TRACKS),
         step=config["blend"]["step"],
         folder=BLEND_FOLDER,
     threads: 2
