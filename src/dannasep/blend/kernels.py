@@ -214,3 +214,4 @@ def box_bounds(gram, centre, lo, hi, mu, energy, counts, state, refine):
             tracks[t] = _median_db(values, n)
         out[b] = _nanmedian(tracks)
     return out
+
