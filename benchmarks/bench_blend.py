@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import resource
 import subprocess
 import sys
 import tempfile
@@ -130,6 +131,12 @@ def write_track(root: Path, refs: np.ndarray, ests: np.ndarray, models: list[str
                       SAMPLE_RATE, subtype="FLOAT")
 
 
+def children_cpu() -> float:
+    """CPU seconds (user + system) of the finished child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed_process(argv: list[str]) -> float:
     start = time.perf_counter()
     out = subprocess.run(argv, capture_output=True, text=True)
@@ -152,15 +159,16 @@ def statistics_cost(seconds: float, jobs: int, repeats: int, seed: int, work: Pa
     argv = [*CLI, "blend", "stats", "--models", *models, "--separations", str(work / "separations"),
             "--references", str(work / "references"), "--subset", "test", "--tracks", "T"]
     one_s = timed_process(argv + ["--out-dir", str(work / "stats" / "warm-up")])  # numba cache, page cache
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), children_cpu()
     with ThreadPoolExecutor(2) as pool:
         job_s = list(pool.map(lambda j: timed_process(argv + ["--out-dir", str(work / "stats" / str(j))]),
                               range(jobs)))
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, children_cpu() - cpu
     return {"track_seconds": seconds, "models": models, "loop_s": loop_s, "gram_stats_s": memory_s,
             "speedup_in_memory": loop_s / memory_s, "first_job_s": one_s, "jobs": jobs,
             "job_s": job_s, "jobs_wall_s": wall, "per_track_s_on_2_cores": wall / jobs,
-            "tracks_s": TRACKS * wall / jobs}, stats
+            "tracks_s": TRACKS * wall / jobs, "job_cpu_s": cpu / jobs,
+            "tracks_cpu_s_over_2_cores": TRACKS * cpu / jobs / 2}, stats
 
 
 def search_cost(stats: TrackStats, step: float, seed: int, work: Path) -> dict:
@@ -173,7 +181,9 @@ def search_cost(stats: TrackStats, step: float, seed: int, work: Path) -> dict:
     argv = [*CLI, "blend", "search", "--stats", *map(str, files), "--step", str(step),
             "--threads", "2", "--out", str(work / "weights.yaml")]
     timed_process(argv)                                               # numba cache
+    cpu = children_cpu()
     search_s = min(timed_process(argv) for _ in range(2))
+    search_cpu_s = (children_cpu() - cpu) / 2
     start = time.perf_counter()
     ours = search_weights(tracks, step=step)
     in_process_s = time.perf_counter() - start
@@ -181,6 +191,7 @@ def search_cost(stats: TrackStats, step: float, seed: int, work: Path) -> dict:
     reference = numpy_grid_scores(tracks, step)
     numpy_s = time.perf_counter() - start
     return {"step": step, "grid_points": grid_size(3, step), "search_process_s": search_s,
+            "search_process_cpu_s": search_cpu_s,
             "search_in_process_s": in_process_s, "numpy_first_implementation_s": numpy_s,
             "same_optimum_as_numpy": bool(np.array_equal(np.nanargmax(reference, axis=1),
                                                          np.nanargmax(ours.grid.scores, axis=1))),
@@ -222,6 +233,7 @@ def many_models_cost(n_models: int, base_tracks: int, step: float, sample: int, 
 def markdown(result: dict) -> str:
     a, b, c = result["statistics"], result["search"], result["many"]
     total = a["tracks_s"] + b["search_process_s"]
+    idle = a["tracks_cpu_s_over_2_cores"] + b["search_process_cpu_s"] / 2
     lines = ["# Blend search at test-set scale, read from disk", "", context_line(result["context"]), "",
              f"## (a) Statistics of one {a['track_seconds']:g} s track, 3 systems", ""]
     lines += markdown_table(["step", "seconds"], [
@@ -230,20 +242,26 @@ def markdown(result: dict) -> str:
         ["`dannasep blend stats` job, one at a time (first, cold caches)", f"{a['first_job_s']:.2f}"],
         [f"{a['jobs']} jobs two at a time: wall", f"{a['jobs_wall_s']:.2f}"],
         ["per track on 2 cores", f"{a['per_track_s_on_2_cores']:.2f}"],
-        [f"{TRACKS} tracks on 2 cores", f"{a['tracks_s']:.1f}"]], [False, True])
+        [f"{TRACKS} tracks on 2 cores", f"{a['tracks_s']:.1f}"],
+        ["CPU time of one job (user + system)", f"{a['job_cpu_s']:.2f}"],
+        [f"{TRACKS} jobs' CPU time / 2 cores (what an idle machine would take)",
+         f"{a['tracks_cpu_s_over_2_cores']:.1f}"]], [False, True])
     lines += ["", f"## (b) Search, 3 systems, step {b['step']} ({b['grid_points']} points), {TRACKS} tracks", ""]
     lines += markdown_table(["step", "seconds"], [
         ["first implementation's scorer (numpy), in memory", f"{b['numpy_first_implementation_s']:.2f}"],
         ["search_weights, in memory", f"{b['search_in_process_s']:.2f}"],
         ["`dannasep blend search --stats` (reads the 50 files)", f"{b['search_process_s']:.2f}"],
-        [f"**total: {TRACKS} tracks' statistics on 2 cores + search**", f"**{total:.1f}**"]], [False, True])
-    lines += ["", f"Goal < 60 s: {'met' if total < 60 else 'NOT met'}. Same optimum as the first "
+        ["its CPU time (user + system, both threads)", f"{b['search_process_cpu_s']:.2f}"],
+        [f"**total: {TRACKS} tracks' statistics on 2 cores + search**", f"**{total:.1f}**"],
+        ["total from CPU times (statistics / 2 cores + search / 2)", f"{idle:.1f}"]], [False, True])
+    lines += ["", f"Goal < 60 s: {'met' if total < 60 else 'NOT met'} as measured, "
+              f"{'met' if idle < 60 else 'NOT met'} from CPU times. Same optimum as the first "
               f"implementation: {b['same_optimum_as_numpy']} (largest score difference "
               f"{b['max_score_difference_db']:.1e} dB).", "",
               f"## (c) Branch and bound, {c['models']} systems, step {c['step']} "
               f"({c['grid_points']:,} points), {c['tracks']} tracks x {c['sources']} sources", ""]
     lines += markdown_table(["step", "seconds"], [
-        ["compile or load the compiled kernels (once)", f"{c['warm_up_s']:.1f}"],
+        ["load the compiled kernels (compile them on a first run)", f"{c['warm_up_s']:.1f}"],
         [f"search, {c['rounds']} round(s) (CPU time {c['search_cpu_s']:.0f} s)", f"{c['search_s']:.1f}"],
         ["every grid point scored (extrapolated from "
          f"{c['scored_points_sample']} points, {c['score_s_per_point'] * 1e3:.2f} ms a point)",
