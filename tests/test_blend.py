@@ -418,7 +418,7 @@ def test_five_models_equal_museval_rule_brute_force_on_audio():
 
 
 def test_bound_holds_over_every_point_of_random_boxes():
-    from dannasep.blend.bnb import BranchAndBound
+    from dannasep.blend.bnb import BranchAndBound, points_in, tighten
     from dannasep.blend.search import Problem, SourceView
 
     stats = _five_model_stats(n_tracks=3, n_windows=6)
@@ -429,10 +429,14 @@ def test_bound_holds_over_every_point_of_random_boxes():
         assert bb.view.silence.shape[0] > 0               # the silent-window states are exercised
         lo = rng.integers(0, 8, size=(40, 5))
         hi = lo + rng.integers(0, 10, size=(40, 5))
-        lo, hi = bb._tighten(lo, hi)
+        lo, hi = tighten(lo, hi, 20)
         bounds = bb.bound(lo, hi)
+        grid = np.rint(simplex_grid(5, 0.05) * 20).astype(int)
         for box in range(len(lo)):
-            scores = bb.score(bb._points_in(lo[box], hi[box]))
+            inside = grid[np.all((grid >= lo[box]) & (grid <= hi[box]), axis=1)]
+            points = points_in(lo[box], hi[box], 20)
+            assert sorted(map(tuple, points)) == sorted(map(tuple, inside)) and len(points)
+            scores = bb.score(points)
             if not np.all(np.isnan(scores)):
                 assert bounds[box] >= np.nanmax(scores) - 1e-9
         assert len(lo) > 20

@@ -61,6 +61,7 @@ class BranchAndBound:
         self.view, self.n_models, self.n_steps, self.refine = view, view.n_models, n_steps, refine
         self.mu = _tangent_min_eigenvalue(view.gram)                        # [T, W]
         self.bits = ((np.arange(2 ** self.n_models)[:, None] >> np.arange(self.n_models)) & 1).astype(bool)
+        self.silent = view.silence.reshape(len(self.bits), -1).astype(np.float32) if view.silence.shape[0] else None
         self.boxes = self.points = 0
 
     def score(self, points: np.ndarray) -> np.ndarray:
@@ -74,11 +75,10 @@ class BranchAndBound:
 
         self.boxes += len(lo)
         state = np.zeros((0, 0, 0), dtype=np.int8)
-        if self.view.silence.shape[0]:
+        if self.silent is not None:
             feasible = self._feasible_supports(lo, hi).astype(np.float32)   # [B, 2^M]
-            silent = self.view.silence.reshape(len(self.bits), -1).astype(np.float32)
-            possible = feasible @ silent > 0
-            certain = feasible @ (1 - silent) == 0
+            possible = feasible @ self.silent > 0                            # some support silent
+            certain = feasible @ (1 - self.silent) == 0                      # every support silent
             state = (possible.astype(np.int8) + certain).reshape((len(lo),) + self.view.energy.shape)
         lo, hi = lo / self.n_steps, hi / self.n_steps
         return box_bounds(self.view.gram, _central_point(lo, hi), lo, hi, self.mu, self.view.energy,
@@ -93,28 +93,6 @@ class BranchAndBound:
         ok &= (bits * np.maximum(lo, 1)[:, None, :]).sum(axis=2) <= n
         ok[:, 0] = False
         return ok
-
-    # --- boxes ----------------------------------------------------------------------------------
-
-    def _tighten(self, lo, hi):
-        """Bounds implied by sum k = N; boxes with no grid point are dropped."""
-        n = self.n_steps
-        for _ in range(3):
-            new_lo = np.maximum(lo, n - (hi.sum(axis=1, keepdims=True) - hi))
-            new_hi = np.minimum(hi, n - (lo.sum(axis=1, keepdims=True) - lo))
-            if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
-                break
-            lo, hi = new_lo, new_hi
-        keep = (lo <= hi).all(axis=1) & (lo.sum(axis=1) <= n) & (hi.sum(axis=1) >= n)
-        return lo[keep], hi[keep]
-
-    def _points_in(self, lo, hi) -> np.ndarray:
-        """Every grid point of one box: [P, M] integers."""
-        free = int(np.argmax(hi - lo))                                    # the dependent coordinate
-        ranges = [range(lo[i], hi[i] + 1) if i != free else range(1) for i in range(self.n_models)]
-        pts = np.array(list(itertools.product(*ranges)), dtype=np.int64)
-        pts[:, free] = self.n_steps - pts.sum(axis=1)
-        return pts[(pts[:, free] >= lo[free]) & (pts[:, free] <= hi[free])]
 
     def _seeds(self, extra) -> np.ndarray:
         """The vertices, the coarsest sub-grid of about SEED_POINTS points, and `extra`."""
@@ -165,19 +143,12 @@ class BranchAndBound:
             batch = []
             while heap and len(batch) < BATCH and -heap[0][0] >= best_score - TOLERANCE_DB:
                 batch.append(heapq.heappop(heap))
-            lo = np.array([e[2] for e in batch], dtype=np.int64)
-            hi = np.array([e[3] for e in batch], dtype=np.int64)
-            axis = np.argmax(hi - lo, axis=1)
-            mid = (lo[np.arange(len(lo)), axis] + hi[np.arange(len(lo)), axis]) // 2
-            lo1, hi1, lo2, hi2 = lo.copy(), hi.copy(), lo.copy(), hi.copy()
-            hi1[np.arange(len(lo)), axis] = mid
-            lo2[np.arange(len(lo)), axis] = mid + 1
-            lo, hi = self._tighten(np.concatenate([lo1, lo2]), np.concatenate([hi1, hi2]))
+            lo, hi = split_boxes(np.array([e[2] for e in batch]), np.array([e[3] for e in batch]), n)
             width = hi - lo + 1
             size = np.prod(width, axis=1) // width.max(axis=1)
             leaf = size <= LEAF_POINTS
             if leaf.any():
-                pts = np.concatenate([self._points_in(a, b) for a, b in zip(lo[leaf], hi[leaf])])
+                pts = np.concatenate([points_in(a, b, n) for a, b in zip(lo[leaf], hi[leaf])])
                 scores = self.score(pts)
                 top = _best_index(pts, scores)
                 if top is not None and _better(scores[top], pts[top], best_score, best):
@@ -196,6 +167,39 @@ class BranchAndBound:
         log.info("%s: branch and bound, %d boxes bounded, %d grid points scored, best %.4f dB",
                  self.view.name, self.boxes, self.points, best_score)
         return Optimum(best / n, float(best_score), certificate, self.boxes, self.points)
+
+
+def split_boxes(lo: np.ndarray, hi: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Halve each box [B, M] along its widest coordinate: the non-empty halves, tightened."""
+    rows = np.arange(len(lo))
+    axis = np.argmax(hi - lo, axis=1)
+    mid = (lo[rows, axis] + hi[rows, axis]) // 2
+    lo1, hi1, lo2, hi2 = lo.copy(), hi.copy(), lo.copy(), hi.copy()
+    hi1[rows, axis] = mid
+    lo2[rows, axis] = mid + 1
+    return tighten(np.concatenate([lo1, lo2]), np.concatenate([hi1, hi2]), n)
+
+
+def tighten(lo: np.ndarray, hi: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The bounds sum k = n implies on boxes lo <= k <= hi [B, M]; boxes with no grid point are
+    dropped."""
+    for _ in range(3):
+        new_lo = np.maximum(lo, n - (hi.sum(axis=1, keepdims=True) - hi))
+        new_hi = np.minimum(hi, n - (lo.sum(axis=1, keepdims=True) - lo))
+        if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
+            break
+        lo, hi = new_lo, new_hi
+    keep = (lo <= hi).all(axis=1) & (lo.sum(axis=1) <= n) & (hi.sum(axis=1) >= n)
+    return lo[keep], hi[keep]
+
+
+def points_in(lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndarray:
+    """Every grid point (integers summing to n) of one box lo <= k <= hi: [P, M]."""
+    free = int(np.argmax(hi - lo))                                        # the dependent coordinate
+    ranges = [range(lo[i], hi[i] + 1) if i != free else range(1) for i in range(len(lo))]
+    pts = np.array(list(itertools.product(*ranges)), dtype=np.int64)
+    pts[:, free] = n - pts.sum(axis=1)
+    return pts[(pts[:, free] >= lo[free]) & (pts[:, free] <= hi[free])]
 
 
 def _best_index(points: np.ndarray, scores: np.ndarray) -> int | None:

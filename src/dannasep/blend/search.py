@@ -197,7 +197,8 @@ def search_weights(stats_list: list[TrackStats], step: float = 0.01, max_rounds:
     n_models, n_sources = len(problem.models), len(problem.sources)
     if method not in ("auto", "grid", "bnb"):
         raise ConfigError(f"blend search method {method!r}: use auto, grid or bnb")
-    use_grid = method == "grid" or (method == "auto" and grid_size(n_models, step) <= GRID_LIMIT)
+    use_grid = (method == "grid" or n_models == 1
+                or (method == "auto" and grid_size(n_models, step) <= GRID_LIMIT))
     points = simplex_grid(n_models, step) if use_grid else None
     full = 2 ** n_models - 1
     supports = [full] * n_sources  # start from the fewest silent windows
