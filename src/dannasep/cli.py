@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("dannasep.training.cli", "train one system (resumable, DDP-ready) and write its checkpoint"),
     "separate": ("dannasep.separation.cli", "separate one track with a trained system (chunked, bounded memory)"),
     "evaluate": ("dannasep.evaluation.cli", "score a separated track with museval BSS Eval v4 or the exact fast SDR (museval JSON)"),
-    "blend": ("dannasep.blend.cli", "search blend weights exactly on a simplex grid, or apply them"),
+    "blend": ("dannasep.blend.cli", "per-track blend statistics, the exact blend-weight search (any number of systems), or applying weights"),
     "report": ("dannasep.report.cli", "the paper's tables and figures from the results (CSV, Markdown, LaTeX, HTML; PNG, PDF)"),
     "audit": ("dannasep.provenance.audit", "trace a table number to its checkpoint, config, data and commit; verify every hash"),
     "inspect": ("dannasep.provenance.inspect", "print what a checkpoint records (model, config, data, commit, scores)"),
