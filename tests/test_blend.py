@@ -279,6 +279,37 @@ def test_gram_stats_equal_the_window_loop(n, win, hop):
     assert st.ref_silent.any() and st.est_silent.any() or n < win
 
 
+def test_streamed_statistics_equal_gram_stats(tmp_path, monkeypatch):
+    """`read_track_stats` reads blocks of windows: several blocks, a short and a long estimate,
+    a silent window and a track shorter than one window give what gram_stats gives."""
+    from dannasep.blend import stats as stats_module
+
+    monkeypatch.setattr(stats_module, "STREAM_WINDOWS", 2)
+    rng = np.random.default_rng(4)
+    for name, n in (("long", 5 * WIN + 100), ("short", WIN - 5)):
+        refs = (rng.standard_normal((4, n, 2)) * 0.1).astype(np.float32)
+        refs[0, WIN:2 * WIN] = 0
+        lengths = {"xumx": n - min(WIN + 7, n // 2), "unet": n, "demucs": n + 300}
+        (tmp_path / "refs" / "test" / name).mkdir(parents=True)
+        for i, source in enumerate(SOURCES):
+            sf.write(tmp_path / "refs" / "test" / name / f"{source}.wav", refs[i], SAMPLE_RATE, subtype="FLOAT")
+            for model, length in lengths.items():
+                folder = tmp_path / "seps" / model / "test" / name
+                folder.mkdir(parents=True, exist_ok=True)
+                est = refs[i, :min(length, n)] + rng.standard_normal((min(length, n), 2)).astype(np.float32) * 0.05
+                est = np.concatenate([est, np.ones((max(length - n, 0), 2), np.float32)])
+                sf.write(folder / f"{source}.wav", est, SAMPLE_RATE, subtype="FLOAT")
+        streamed = stats_module.read_track_stats(tmp_path / "refs", tmp_path / "seps", "test", name,
+                                                 list(MODELS), win=WIN)
+        whole = gram_stats(stats_module.WavFolder(tmp_path / "refs" / "test" / name),
+                           {m: stats_module.WavFolder(tmp_path / "seps" / m / "test" / name) for m in MODELS},
+                           win=WIN, hop=WIN)
+        for field in ("diff_gram", "ref_energy", "ref_silent", "est_silent"):
+            np.testing.assert_array_equal(getattr(streamed, field), getattr(whole, field))
+        assert streamed.ref_energy.shape[1] == (5 if name == "long" else 1)
+    assert streamed.provenance["estimates"]["unet"]["files"]["bass.wav"]
+
+
 def test_stats_file_round_trip_and_bad_file(tmp_path):
     from dannasep.blend.stats import load_stats, save_stats
 
@@ -483,6 +514,15 @@ def test_cli_stats_then_search_equals_search_from_wavs(tmp_path):
     assert from_stats["statistics"]["Track A"]["sha256"] == sha256_file(files[0])
     from dannasep.blend.stats import load_stats
 
+    # the streamed statistics equal gram_stats on the whole arrays
+    from dannasep.blend.stats import WavFolder
+
+    streamed = load_stats(files[0])
+    whole = gram_stats(WavFolder(tmp_path / "refs" / "test" / "Track A"),
+                       {m: WavFolder(tmp_path / "seps" / m / "test" / "Track A") for m in MODELS})
+    for field in ("diff_gram", "ref_energy", "ref_silent", "est_silent"):
+        np.testing.assert_array_equal(getattr(streamed, field), getattr(whole, field))
+    assert streamed.est_silent[2, 1, 1]                 # demucs' silent bass second survived
     record = load_stats(files[1]).provenance
     wav = tmp_path / "seps" / "unet" / "test" / "Track B" / "vocals.wav"
     assert record["estimates"]["unet"]["files"]["vocals.wav"] == sha256_file(wav)

@@ -7,14 +7,15 @@ search needs; `dannasep blend stats` writes them per track (results/blend/stats/
 where the track's files are read once, so the search itself reads only these small files.
 
 The statistics are computed one window at a time with the window's float64 differences kept in
-the CPU's cache for one matrix product (BLAS): about 3x faster than the first implementation
-(`benchmarks/bench_blend.py`). A compiled single pass (numba) computes a source about twice as
+the CPU's cache, the Gram matrix by single-threaded matrix-vector products
+(`benchmarks/bench_blend.py` compares with the first implementation). A compiled single pass (numba) computes a source about twice as
 fast again, but loading numba costs each per-track process more than it saves, so the per-track
 job stays in numpy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -30,6 +31,7 @@ from ..errors import DataError
 from ..evaluation.sdr import frame_slices, pad_or_cut
 
 STATS_FORMAT = "dannasep-blend-stats/1"
+STREAM_WINDOWS = 16  # windows read at once by `read_track_stats` (1 s stereo float32: 5.6 MB a file)
 
 
 @dataclass
@@ -64,7 +66,10 @@ def source_stats(ref: np.ndarray, ests: list[np.ndarray], win: int, hop: int):
 
     ref [n, C], ests M x [n, C] (already padded or cut to n); museval's windows (`frame_slices`).
     One window at a time, so the window's samples and float64 differences stay in the CPU's
-    cache between the silence tests, the differences and the matrix product.
+    cache between the silence tests, the differences and the products; the Gram matrix row by
+    row (matrix-vector products: BLAS's matrix product is 4x slower for M x 88,200 by 88,200 x M).
+    Call it with BLAS limited to one thread (`gram_stats` does): threaded matrix-vector products
+    of this size spend more CPU time waiting than computing.
     """
     slices = frame_slices(ref.shape[0], win, hop)
     n_models, size = len(ests), (slices[0].stop - slices[0].start) * ref.shape[1]
@@ -80,9 +85,12 @@ def source_stats(ref: np.ndarray, ests: list[np.ndarray], win: int, hop: int):
         for m, est in enumerate(ests):
             window = est[sl]
             silent[m + 1, w] = _silent(window)
-            np.subtract(window.reshape(-1), r, out=d[m])
-        np.matmul(d, d.T, out=gram[w])
-        energy[w] = np.einsum("i,i->", r, r)  # not BLAS's dot: it spins up threads for one number
+            d[m] = window.reshape(-1)
+            d[m] -= r
+        for i in range(n_models):
+            np.dot(d[i:], d[i], out=gram[w, i, i:])
+            gram[w, i:, i] = gram[w, i, i:]
+        energy[w] = r @ r
     return gram, energy, silent[0], silent[1:]
 
 
@@ -94,8 +102,15 @@ def gram_stats(references: Mapping[str, np.ndarray],
 
     Arrays are read one source at a time, so lazy mappings keep memory to one source's files.
     """
+    from threadpoolctl import threadpool_limits
+
     models = tuple(estimates_by_model)
     sources = tuple(s for s in SOURCES if s in references) + tuple(s for s in references if s not in SOURCES)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _gram_stats(references, estimates_by_model, win, hop, name, models, sources)
+
+
+def _gram_stats(references, estimates_by_model, win, hop, name, models, sources) -> TrackStats:
     grams, energies, ref_silent, est_silent = [], [], [], []
     for source in sources:
         ref = np.asarray(references[source])
@@ -115,16 +130,10 @@ def gram_stats(references: Mapping[str, np.ndarray],
 
 
 class WavFolder(Mapping):
-    """source -> audio [samples, channels] float32, read from `folder/<source>.wav` when asked for.
+    """source -> audio [samples, channels] float32, read from `folder/<source>.wav` when asked for."""
 
-    reuse=True reads every source into one buffer (when the lengths agree, as MUSDB18's stems
-    do): fresh pages cost more than the read, and `gram_stats` is done with one source before it
-    asks for the next.
-    """
-
-    def __init__(self, folder: Path, sources=SOURCES, reuse: bool = False):
-        self.folder, self.sources, self.reuse = Path(folder), tuple(sources), reuse
-        self._buffer = None
+    def __init__(self, folder: Path, sources=SOURCES):
+        self.folder, self.sources = Path(folder), tuple(sources)
 
     def __getitem__(self, source):
         from ..audio import read_wav
@@ -134,19 +143,7 @@ class WavFolder(Mapping):
         path = self.folder / f"{source}.wav"
         if not path.is_file():
             raise DataError(f"{path}: missing; run the separation (or data) step for this track first")
-        if not self.reuse:
-            return read_wav(path, expected_sr=SAMPLE_RATE)[0]
-        try:
-            info = sf.info(str(path))
-            shape = (info.frames, info.channels)
-            if self._buffer is None or self._buffer.shape != shape:
-                self._buffer = np.empty(shape, dtype=np.float32)
-            sf.read(str(path), dtype="float32", always_2d=True, out=self._buffer)
-        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-            raise DataError(f"{path}: cannot read audio ({exc}); re-create or re-download it") from None
-        if info.samplerate != SAMPLE_RATE:
-            raise DataError(f"{path}: sample rate is {info.samplerate} Hz, expected {SAMPLE_RATE} Hz; resample it")
-        return self._buffer
+        return read_wav(path, expected_sr=SAMPLE_RATE)[0]
 
     def __iter__(self):
         return iter(self.sources)
@@ -156,9 +153,14 @@ class WavFolder(Mapping):
 
 
 def read_track_stats(references: Path, separations: Path, subset: str, track: str,
-                     models: list[str], sources=SOURCES) -> TrackStats:
+                     models: list[str], sources=SOURCES, win: int = SAMPLE_RATE) -> TrackStats:
     """Statistics of one track from its files: references/<subset>/<track>/<source>.wav and
-    separations/<model>/<subset>/<track>/<source>.wav, each hashed (sha256) before it is read."""
+    separations/<model>/<subset>/<track>/<source>.wav, each hashed (sha256) before it is read.
+
+    The files are read a block of windows at a time into the same buffers (museval's windows,
+    hop = win): fresh pages for whole files cost more than reading them, and memory stays at a
+    few blocks whatever the track's length. Equal to `gram_stats` on the whole arrays.
+    """
     from ..provenance.code_state import code_state, package_versions
     from ..provenance.records import estimates_record, references_record
 
@@ -172,11 +174,57 @@ def read_track_stats(references: Path, separations: Path, subset: str, track: st
               "estimates": {m: estimates_record(f, [f"{s}.wav" for s in sources]) for m, f in folders.items()},
               "code": code_state(), "versions": package_versions(),
               "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    from threadpoolctl import threadpool_limits
 
-    stats = gram_stats(WavFolder(ref_folder, sources, reuse=True),
-                       {m: WavFolder(f, sources, reuse=True) for m, f in folders.items()}, name=track)
-    stats.provenance = record
-    return stats
+    buffers: list[np.ndarray] = []
+    per_source = []
+    with threadpool_limits(limits=1, user_api="blas"):
+        for source in sources:
+            per_source.append(_streamed_source_stats(
+                ref_folder / f"{source}.wav", [folders[m] / f"{source}.wav" for m in models], win, buffers))
+    gram, energy, ref_silent, est_silent = (np.stack(x) for x in zip(*per_source))
+    return TrackStats(track, tuple(models), tuple(sources), gram, energy, ref_silent,
+                      np.stack(est_silent, axis=1), record)
+
+
+def _open_wav(path: Path) -> sf.SoundFile:
+    try:
+        handle = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise DataError(f"{path}: cannot read audio ({exc}); re-create or re-download it") from None
+    if handle.samplerate != SAMPLE_RATE:
+        handle.close()
+        raise DataError(f"{path}: sample rate is {handle.samplerate} Hz, expected {SAMPLE_RATE} Hz; resample it")
+    return handle
+
+
+def _streamed_source_stats(ref_path: Path, est_paths: list[Path], win: int, buffers: list):
+    """`source_stats` of files read `block` windows at a time into `buffers` (reused across
+    calls); estimates are zero-padded or cut to the reference's length, as museval does."""
+    with contextlib.ExitStack() as stack:
+        ref = stack.enter_context(_open_wav(ref_path))
+        ests = [stack.enter_context(_open_wav(p)) for p in est_paths]
+        for path, est in zip(est_paths, ests):
+            if est.channels != ref.channels:
+                raise DataError(f"{path}: {est.channels} channels, expected {ref.channels} like the "
+                                "reference; write it with as many channels")
+        if ref.frames <= win:  # museval's single whole-signal window
+            arrays = [f.read(dtype="float32", always_2d=True) for f in [ref, *ests]]
+            return source_stats(arrays[0], [pad_or_cut(a, ref.frames) for a in arrays[1:]], win, win)
+        n_windows, block = len(frame_slices(ref.frames, win, win)), STREAM_WINDOWS
+        shape = (min(block, n_windows) * win, ref.channels)
+        if len(buffers) != len(ests) + 1 or buffers[0].shape != shape:
+            buffers[:] = [np.empty(shape, dtype=np.float32) for _ in range(len(ests) + 1)]
+        parts = []
+        for start in range(0, n_windows, block):
+            frames = min(block, n_windows - start) * win
+            for handle, buffer in zip([ref, *ests], buffers):
+                got = len(handle.read(frames, dtype="float32", always_2d=True, out=buffer[:frames]))
+                buffer[got:frames] = 0  # a short estimate is zero-padded
+            parts.append(source_stats(buffers[0][:frames], [b[:frames] for b in buffers[1:]], win, win))
+    grams, energies, ref_silent, est_silent = zip(*parts)
+    return (np.concatenate(grams), np.concatenate(energies), np.concatenate(ref_silent),
+            np.concatenate(est_silent, axis=1))
 
 
 def save_stats(path: str | os.PathLike, stats: TrackStats) -> None:
