@@ -34,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .stats import TrackStats, gram_stats  # noqa: F401  (gram_stats: the search's input, re-exported)
+from .stats import TrackStats
 
 log = logging.getLogger(__name__)
 

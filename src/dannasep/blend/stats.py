@@ -7,10 +7,10 @@ search needs; `dannasep blend stats` writes them per track (results/blend/stats/
 where the track's files are read once, so the search itself reads only these small files.
 
 The statistics are computed one window at a time with the window's float64 differences kept in
-the CPU's cache, the Gram matrix by single-threaded matrix-vector products
-(`benchmarks/bench_blend.py` compares with the first implementation). A compiled single pass (numba) computes a source about twice as
-fast again, but loading numba costs each per-track process more than it saves, so the per-track
-job stays in numpy.
+the CPU's cache, the Gram matrix by single-threaded matrix-vector products; the per-track job
+reads its files a block of windows at a time (`benchmarks/bench_blend.py` compares with the
+first implementation). A compiled single pass (numba) computes a source about twice as fast
+again, but importing numba costs each per-track process more than it saves.
 """
 
 from __future__ import annotations
