@@ -426,3 +426,47 @@ def test_a_score_changed_after_the_tables_were_made_fails(copy, capsys):
     status, graph, _ = audit_json(capsys, "xumx")
     assert status == 1 and [p["file"] for p in graph["problems"]] == [str(path)]
     assert "tables were computed from another version" in graph["problems"][0]["message"]
+
+
+def _searched_blend(system: str) -> None:
+    """`blend stats` -> `blend search --stats` -> `blend apply` -> `evaluate`, as the workflow does."""
+    run_cli("blend", "stats", "--models", *COMPONENTS, "--separations", "results/separations",
+            "--references", "data", "--subset", "test", "--tracks", *TEST_NAMES,
+            "--out-dir", "results/blend/stats/test")
+    run_cli("blend", "search", "--models", *COMPONENTS, "--subset", "test", "--step", "0.1",
+            "--stats", *(f"results/blend/stats/test/{t}.npz" for t in TEST_NAMES),
+            "--out", "results/blend/searched.yaml", "--threads", "1")
+    run_cli("blend", "apply", "--weights", "results/blend/searched.yaml", "--separations",
+            "results/separations", "--system", system, "--subset", "test", "--tracks", *TEST_NAMES)
+    for track in TEST_NAMES:
+        run_cli("evaluate", "--estimates", f"results/separations/{system}/test/{track}",
+                "--references", f"data/test/{track}", "--track", track,
+                "--out", score_path(system, track), "--mode", "sdr", "--manifest", MANIFEST)
+
+
+def test_searched_weights_trace_to_the_statistics_and_the_estimates_they_were_searched_on(copy, capsys):
+    _searched_blend("searched")
+    status, graph, _ = audit_json(capsys, "searched", "vocals", "--no-rescore")
+    assert status == 0, graph["problems"]
+    weights = "weights:results/blend/searched.yaml"
+    stats = {f"stats:results/blend/stats/test/{t}.npz" for t in TEST_NAMES}
+    assert stats <= {e["to"] for e in graph["edges"] if e["from"] == weights}
+    # through the statistics, every component's estimates and checkpoint
+    for sid in stats:
+        reachable = _reachable(graph, sid)
+        for model in COMPONENTS:
+            assert f"checkpoint:{sha256(checkpoint_of(model))}" in reachable
+        assert any(n.startswith("references:") for n in reachable)
+
+
+def test_a_changed_statistics_file_fails_the_blend_naming_it(copy, capsys):
+    _searched_blend("searched")
+    path = Path(f"results/blend/stats/test/{TEST_NAMES[0]}.npz")
+    with np.load(path) as z:
+        arrays = dict(z)
+    arrays["diff_gram"] = arrays["diff_gram"] * 1.01  # statistics that no longer match the estimates
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    status, graph, _ = audit_json(capsys, "searched", "vocals", "--no-rescore")
+    assert status == 1
+    assert any(p["file"] == str(path) and "blend statistics changed" in p["message"] for p in graph["problems"])

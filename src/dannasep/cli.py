@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("dannasep.training.cli", "train one system (resumable, DDP-ready) and write its checkpoint"),
     "separate": ("dannasep.separation.cli", "separate audio files (any format) or a track with a trained, released or blended system (bounded memory)"),
     "evaluate": ("dannasep.evaluation.cli", "score a separated track with museval BSS Eval v4 or the exact fast SDR (museval JSON)"),
-    "blend": ("dannasep.blend.cli", "search blend weights exactly on a simplex grid, or apply them"),
+    "blend": ("dannasep.blend.cli", "per-track blend statistics, the exact blend-weight search (any number of systems), or applying weights"),
     "spectrograms": ("dannasep.report.spectrograms", "spectrograms of one dataset track's mixture and stems (PNG, PDF)"),
     "report": ("dannasep.report.cli", "the paper's tables and figures from the results (CSV, Markdown, LaTeX, HTML; PNG, PDF)"),
     "audit": ("dannasep.provenance.audit", "trace a table number to its checkpoint, config, data and commit; verify every hash"),

@@ -2,21 +2,50 @@
 # the saved estimates, no museval call per weight) on the validation tracks by default; then the
 # blended systems `dannasep` (searched weights) and `dannasep_paper_weights` (published weights)
 # are weighted sums of the saved estimates, evaluated like any model.
+# The statistics are one job per track (each reads that track's wav files once, in parallel);
+# the search reads only the statistics files.
+
+
+BLEND_STATS = "results/blend/stats/{folder}/{track}.npz"
+
+
+rule blend_stats:
+    input:
+        estimates=lambda w: [f for m in BLEND_MODELS for f in separation_files(m, w.folder, w.track)],
+        manifest=DATASET_MANIFEST,
+    output:
+        BLEND_STATS,
+    params:
+        models=BLEND_MODELS,
+        references=DATASET_ROOT,
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/blend/stats/{{folder}}/{{track}}.log",
+    benchmark:
+        f"{BENCH}/blend/stats/{{folder}}/{{track}}.tsv"
+    shell:
+        "dannasep blend stats --models {params.models:q} --separations results/separations"
+        " --references {params.references:q} --subset {wildcards.folder} --tracks {wildcards.track:q}"
+        " --out-dir results/blend/stats/{wildcards.folder} > {log:q} 2>&1"
 
 
 rule blend_search:
     input:
-        [separation_files(m, BLEND_FOLDER, t) for m in BLEND_MODELS for t in BLEND_TRACKS],
-        manifest=DATASET_MANIFEST,
+        stats=[BLEND_STATS.format(folder=BLEND_FOLDER, track=t) for t in BLEND_TRACKS],
     output:
         weights="results/blend/weights.yaml",
         grid="results/blend/grid.npz",
     params:
         models=BLEND_MODELS,
-        tracks=quoted(BLEND_TRACKS),
+        stats=quoted(BLEND_STATS.format(folder=BLEND_FOLDER, track=t) for t in BLEND_TRACKS),
         step=config["blend"]["step"],
-        references=DATASET_ROOT,
         folder=BLEND_FOLDER,
+    threads: 2
     conda:
         CONDA_ENV
     log:
@@ -24,9 +53,9 @@ rule blend_search:
     benchmark:
         f"{BENCH}/blend/search.tsv"
     shell:
-        "dannasep blend search --models {params.models:q} --separations results/separations"
-        " --references {params.references:q} --subset {params.folder} --tracks {params.tracks}"
-        " --step {params.step} --out {output.weights:q} --grid-out {output.grid:q} > {log} 2>&1"
+        "dannasep blend search --models {params.models:q} --threads {threads}"
+        " --stats {params.stats} --subset {params.folder} --step {params.step}"
+        " --out {output.weights:q} --grid-out {output.grid:q} > {log} 2>&1"
 
 
 rule blend_apply:

@@ -126,7 +126,10 @@ BLEND_TRACKS = _tracks(
     config["blend"]["tracks"],
 )
 BLEND_MODELS = [m for m in config["blend"]["models"] if m in SYSTEMS]
-BLENDED_SYSTEMS = ["dannasep", "dannasep_paper_weights"] if len(BLEND_MODELS) == len(config["blend"]["models"]) else []
+# The published weights exist for xumx, unet and demucs only: their blend is made when exactly
+# those three are blended.
+PAPER_BLEND = ["dannasep_paper_weights"] if sorted(BLEND_MODELS) == ["demucs", "unet", "xumx"] else []
+BLENDED_SYSTEMS = ["dannasep", *PAPER_BLEND] if len(BLEND_MODELS) == len(config["blend"]["models"]) else []
 ALL_SYSTEMS = SYSTEMS + BLENDED_SYSTEMS
 
 

@@ -117,7 +117,7 @@ def build(config_path: str = DEFAULT_CONFIG) -> dict:
                      {f"results/benchmarks/train/{s}.tsv": {"persist": True}}],
             "plots": [{f"results/training/{s}.csv": {"x": "epoch", "y": "valid_sdr_avg", "persist": True}}],
         }
-    sep_targets = "--until evaluate blend_search --omit-from blend_search blend_apply"
+    sep_targets = "--until evaluate blend_search --omit-from blend_stats blend_search blend_apply"
     stages["separate_evaluate"] = {
         "cmd": [_snakemake(sep_targets, " separate evaluate", touch=True), _snakemake(sep_targets)],
         "deps": [*compress(stage_code("separate_evaluate", archs=archs)), manifest, *checkpoints],
@@ -129,12 +129,12 @@ def build(config_path: str = DEFAULT_CONFIG) -> dict:
     }
     if blends:
         stages["blend"] = {
-            "cmd": [_snakemake("--until evaluate --omit-from blend_search blend_apply", touch=True),
+            "cmd": [_snakemake("--until evaluate --omit-from blend_stats blend_search blend_apply", touch=True),
                     _snakemake("--until evaluate")],
             "deps": [*compress(stage_code("blend")), manifest,
                      *(f"results/separations/{m}" for m in blend_models)],
             "params": [{"results/config.yaml": ["dataset", "evaluation", "blend"]}],
-            "outs": ["results/blend/weights.yaml", "results/blend/grid.npz",
+            "outs": ["results/blend/stats", "results/blend/weights.yaml", "results/blend/grid.npz",
                      *(f"results/separations/{b}" for b in blends), *(f"results/scores/{b}" for b in blends),
                      "results/benchmarks/blend", *(f"results/benchmarks/evaluate/{b}" for b in blends)],
         }

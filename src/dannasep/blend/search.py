@@ -7,7 +7,7 @@ Why it is exact: museval's framewise SDR is 10 log10(<r, r> / <b - r, b - r>) pe
 b - r = sum_m a_m d_m with d_m = e_m - r, so its error energy is the quadratic form a^T D_w a
 with D_w[i, j] = <d_i, d_j> over window w. (This is c - 2 a.b + a^T G a of the raw Gram matrix,
 rewritten so that no large terms cancel.) One [M, M] matrix and one energy per window and source
-therefore give the SDR of every grid point.
+therefore give the SDR of every grid point (`dannasep.blend.stats`).
 
 museval's NaN rule couples the sources: a window is NaN for every target when any reference or
 any estimate is silent there (channel sum zero at every sample). A non-negative blend is silent
@@ -16,6 +16,11 @@ models' outputs is not considered). So the NaN windows of source s depend on the
 non-zero weights) of all sources; the search alternates over sources until no source's silent
 windows change, and every predicted score is computed with the final masks, so it equals what
 museval reports for the blended estimates (before its 1e-5 dB JSON rounding).
+
+Per source and round the optimum over the grid is found either by scoring every grid point
+("grid": 5151 points for 3 models at step 0.01, and the whole score surface for the figure) or by
+branch and bound over boxes of the grid (`dannasep.blend.bnb`), which returns the same point
+for any number of models (176,851 grid points for 4 models, 96.6 M for 6) and a certificate.
 """
 
 from __future__ import annotations
@@ -24,95 +29,41 @@ import itertools
 import logging
 import math
 import warnings
-from dataclasses import dataclass
-from typing import Mapping, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
-from ..constants import SAMPLE_RATE, SOURCES
 from ..errors import ConfigError, DataError
-from ..evaluation.sdr import frame_slices, pad_or_cut, silent_windows
+from .stats import TrackStats
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class TrackStats:
-    """Per-window sufficient statistics of one track for every blend of the models.
-
-    diff_gram [S, W, M, M]: <e_i - r, e_j - r>; ref_energy [S, W]: <r, r> (float64, summed over
-    window samples and channels); ref_silent [S, W] and est_silent [M, S, W]: museval's test.
-    """
-    name: str
-    models: tuple[str, ...]
-    sources: tuple[str, ...]
-    diff_gram: np.ndarray
-    ref_energy: np.ndarray
-    ref_silent: np.ndarray
-    est_silent: np.ndarray
+GRID_LIMIT = 20_000  # "auto" scores every grid point up to this many (3 models at 0.01: 5151)
 
 
-def gram_stats(references: Mapping[str, np.ndarray],
-               estimates_by_model: Mapping[str, Mapping[str, np.ndarray]],
-               win: int = SAMPLE_RATE, hop: int = SAMPLE_RATE, name: str = "") -> TrackStats:
-    """Statistics of one track. references: source -> [samples, channels];
-    estimates_by_model: model -> source -> [samples, channels] (padded/cut to the reference).
-
-    Arrays are read one source at a time, so lazy mappings keep memory to one source's files.
-    """
-    models = tuple(estimates_by_model)
-    sources = tuple(s for s in SOURCES if s in references) + tuple(s for s in references if s not in SOURCES)
-    grams, energies, ref_silent, est_silent = [], [], [], []
-    for source in sources:
-        ref = np.asarray(references[source])
-        ests = [np.asarray(estimates_by_model[m][source]) for m in models]
-        for model, est in zip(models, ests):
-            if est.ndim != 2 or est.shape[1] != ref.shape[1]:
-                raise DataError(f"{name}: {model} {source} estimate has shape {est.shape}, expected "
-                                f"(samples, {ref.shape[1]}); write it with {ref.shape[1]} channels")
-        ests = np.stack([pad_or_cut(est, ref.shape[0]) for est in ests])
-        slices = frame_slices(ref.shape[0], win, hop)
-        ref_silent.append(silent_windows(ref[None], slices)[0])
-        est_silent.append(silent_windows(ests, slices))
-        gram, energy = _window_grams(ref, ests, slices)
-        grams.append(gram)
-        energies.append(energy)
-    return TrackStats(name, models, sources, np.stack(grams), np.stack(energies),
-                      np.stack(ref_silent), np.stack(est_silent, axis=1))
+def median_over_tracks(track_medians: np.ndarray) -> np.ndarray:
+    """[T, P] -> [P], NaN tracks left out (pandas' median, what the tables report)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(track_medians, axis=0)
 
 
-def _window_grams(ref: np.ndarray, ests: np.ndarray, slices: list[slice]) -> tuple[np.ndarray, np.ndarray]:
-    """Per window, the Gram matrix of the models' errors [W, M, M] and the reference energy [W]."""
-    n_models = len(ests)
-    gram = np.empty((len(slices), n_models, n_models))
-    energy = np.empty(len(slices))
-    for t, sl in enumerate(slices):
-        r = ref[sl].astype(np.float64)
-        diffs = (ests[:, sl] - r).reshape(n_models, -1)
-        gram[t] = diffs @ diffs.T
-        energy[t] = np.sum(r * r)
-    return gram, energy
-
-
-def nanmedian_rows(x: np.ndarray) -> np.ndarray:
-    """np.nanmedian(x, axis=1) for a 2-D array, by one sort (numpy's path for short rows is slow).
-
-    Rows with no finite value give NaN, as numpy does.
-    """
-    ordered = np.sort(x, axis=1)                      # NaN sorts last
-    count = np.sum(~np.isnan(x), axis=1)
-    lo = np.take_along_axis(ordered, np.maximum((count - 1) // 2, 0)[:, None], axis=1)[:, 0]
-    hi = np.take_along_axis(ordered, np.maximum(count // 2, 0)[:, None] * (count[:, None] > 0), axis=1)[:, 0]
-    out = (lo + hi) / 2
-    out[count == 0] = np.nan
-    return out
-
-
-def simplex_grid(n_models: int, step: float) -> np.ndarray:
-    """All weight vectors with entries in multiples of `step` summing to 1: [points, models]."""
+def grid_steps(step: float) -> int:
+    """Number of grid steps in [0, 1]: 1 / step, which must be a whole number."""
     n_steps = round(1 / step)
     if n_steps < 1 or not math.isclose(n_steps * step, 1.0, rel_tol=1e-9):
         raise ConfigError(f"blend step {step} must divide 1 (e.g. 0.01, 0.05, 0.1)")
+    return n_steps
+
+
+def grid_size(n_models: int, step: float) -> int:
+    return math.comb(grid_steps(step) + n_models - 1, n_models - 1)
+
+
+def simplex_grid(n_models: int, step: float) -> np.ndarray:
+    """All weight vectors with entries in multiples of `step` summing to 1: [points, models],
+    in lexicographic order of the weights (the order in which ties are broken)."""
+    n_steps = grid_steps(step)
     # stars and bars: n_models - 1 bar positions among n_steps + n_models - 1 slots
     points = []
     for bars in itertools.combinations(range(n_steps + n_models - 1), n_models - 1):
@@ -122,7 +73,7 @@ def simplex_grid(n_models: int, step: float) -> np.ndarray:
 
 
 class ScoreGrid(NamedTuple):
-    points: np.ndarray        # [P, M] weights of each grid point
+    points: np.ndarray        # [P, M] weights of each point scored (every grid point for "grid")
     scores: np.ndarray        # [S, P] median over tracks, other sources at their chosen weights
     track_scores: np.ndarray  # [T, S, P] median over frames
 
@@ -131,76 +82,162 @@ class BlendSearch(NamedTuple):
     weights: np.ndarray       # [M, S]
     predicted: np.ndarray     # [S] median over tracks of the median over frames (dB)
     grid: ScoreGrid
+    method: str               # "grid" or "branch-and-bound"
+    certificate: np.ndarray   # [S] dB the grid optimum can exceed `predicted` by (0: exact)
+    rounds: int
 
 
-def _support_silence(stats: TrackStats, source: int, support: int) -> np.ndarray:
-    """Windows where the blend of the models in bitmask `support` is silent: [W]."""
-    members = [m for m in range(len(stats.models)) if support >> m & 1]
-    return np.all(stats.est_silent[members, source], axis=0)
+class Problem:
+    """Every track's statistics padded to the longest track: windows [T, W] (padding is NaN)."""
 
+    def __init__(self, stats_list: list[TrackStats]):
+        if not stats_list:
+            raise DataError("no tracks to search blend weights on")
+        self.models, self.sources = stats_list[0].models, stats_list[0].sources
+        for st in stats_list:
+            if (st.models, st.sources) != (self.models, self.sources):
+                raise DataError(f"{st.name}: models/sources {st.models}/{st.sources} differ from "
+                                f"{self.models}/{self.sources}")
+        n_tracks, n_models, n_sources = len(stats_list), len(self.models), len(self.sources)
+        width = max(st.ref_energy.shape[1] for st in stats_list)
+        self.gram = np.zeros((n_sources, n_tracks, width, n_models, n_models))
+        self.energy = np.zeros((n_sources, n_tracks, width))
+        self.always_nan = np.ones((n_tracks, width), dtype=bool)        # padding, silent references
+        self.est_silent = np.zeros((n_models, n_sources, n_tracks, width), dtype=bool)
+        for t, st in enumerate(stats_list):
+            w = st.ref_energy.shape[1]
+            self.gram[:, t, :w] = st.diff_gram
+            self.energy[:, t, :w] = st.ref_energy
+            self.always_nan[t, :w] = st.ref_silent.any(axis=0)
+            self.est_silent[:, :, t, :w] = st.est_silent
+        self.names = [st.name for st in stats_list]
+        self._silence: dict[int, np.ndarray] = {}
 
-def _source_scores(stats_list, source, supports, points, support_ids) -> np.ndarray:
-    """Median over frames of every grid point's SDR for one source: [T, P]."""
-    quad = (points[:, :, None] * points[:, None, :]).reshape(len(points), -1)
-    n_models = points.shape[1]
-    out = np.empty((len(stats_list), len(points)))
-    for t, st in enumerate(stats_list):
-        others = st.ref_silent.any(axis=0)
+    def support_silence(self, source: int) -> np.ndarray:
+        """[2^M, T, W]: windows where a blend with support (bitmask) u is silent for `source`."""
+        if source in self._silence:
+            return self._silence[source]
+        n_models = len(self.models)
+        table = np.ones((2 ** n_models,) + self.always_nan.shape, dtype=bool)
+        for u in range(1, 2 ** n_models):
+            low = (u & -u).bit_length() - 1
+            table[u] = table[u & (u - 1)] & self.est_silent[low, source]
+        table[0] = False  # no grid point has an empty support
+        self._silence[source] = table
+        return table
+
+    def others_nan(self, source: int, supports: list[int]) -> np.ndarray:
+        """[T, W]: windows NaN whatever `source`'s weights (padding, references, other sources)."""
+        out = self.always_nan.copy()
         for s, support in enumerate(supports):
             if s != source:
-                others = others | _support_silence(st, s, support)
-        nan_by_support = np.stack([others | _support_silence(st, source, u) if u else others
-                                   for u in range(2 ** n_models)])
-        err = quad @ st.diff_gram[source].reshape(len(others), -1).T  # [P, W]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sdr = 10 * np.log10(st.ref_energy[source] / err)
-        sdr[(err <= 0) | nan_by_support[support_ids]] = np.nan  # museval: inf -> NaN in JSON
-        out[t] = nanmedian_rows(sdr)  # an all-NaN track gives NaN, as pandas
-    return out
+                out |= self.support_silence(s)[support]
+        return out
 
 
-def search_weights(stats_list: list[TrackStats], step: float = 0.01, max_rounds: int = 10) -> BlendSearch:
-    """Best simplex-grid weights per source (see module docstring) from per-track statistics."""
-    if not stats_list:
-        raise DataError("no tracks to search blend weights on")
-    models, sources = stats_list[0].models, stats_list[0].sources
-    for st in stats_list:
-        if (st.models, st.sources) != (models, sources):
-            raise DataError(f"{st.name}: models/sources {st.models}/{st.sources} differ from "
-                            f"{models}/{sources}")
-    points = simplex_grid(len(models), step)
-    support_ids = ((points > 0) * (1 << np.arange(len(models)))).sum(axis=1)
-    full = 2 ** len(models) - 1
-    supports = [full] * len(sources)  # start from the fewest silent windows
-    chosen = [0] * len(sources)
-    track_scores = np.empty((len(stats_list), len(sources), len(points)))
+def support_ids(points: np.ndarray) -> np.ndarray:
+    """Bitmask of the non-zero weights of each point [P]."""
+    return ((points > 0) * (1 << np.arange(points.shape[1]))).sum(axis=1)
+
+
+class SourceView:
+    """One source's scorable windows with the other sources' supports fixed, packed per track
+    (scorable windows first, `counts` of them): the kernels' input (`dannasep.blend.kernels`)."""
+
+    def __init__(self, problem: Problem, source: int, supports: list[int]):
+        self.name = problem.sources[source]
+        others = problem.others_nan(source, supports)                   # [T, W]
+        counts = (~others).sum(axis=1)
+        width = max(int(counts.max()), 1)
+        track, window = np.nonzero(~others)
+        slot = (track, (np.cumsum(~others, axis=1) - 1)[track, window])
+        n_tracks, n_models = len(counts), len(problem.models)
+        self.n_models, self.counts = n_models, counts.astype(np.int64)
+        self.gram = np.zeros((n_tracks, width, n_models, n_models))
+        self.gram[slot] = problem.gram[source][track, window]
+        self.energy = np.zeros((n_tracks, width))
+        self.energy[slot] = problem.energy[source][track, window]
+        silence = problem.support_silence(source)[:, track, window]       # [2^M, scorable]
+        if silence.any():
+            self.silence = np.zeros((2 ** n_models, n_tracks, width), dtype=bool)
+            self.silence[(slice(None),) + slot] = silence
+        else:
+            self.silence = np.zeros((0, 0, 0), dtype=bool)
+
+    def scores(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores of weight vectors [P, M]: median over tracks [P] and per track [T, P]."""
+        from .kernels import point_scores
+
+        points = np.ascontiguousarray(points, dtype=np.float64)
+        per_track = np.empty((len(points), len(self.counts)))
+        total = point_scores(self.gram, points, self.energy, self.counts, self.silence,
+                             support_ids(points), per_track)
+        return total, per_track.T
+
+
+def _grid_optimum(view: SourceView, points: np.ndarray) -> tuple[int, np.ndarray]:
+    score, per_track = view.scores(points)
+    if np.all(np.isnan(score)):
+        raise DataError(f"{view.name}: every window is silent in every track; nothing to score")
+    return int(np.nanargmax(score)), per_track
+
+
+def search_weights(stats_list: list[TrackStats], step: float = 0.01, max_rounds: int = 10,
+                   method: str = "auto", max_boxes: int | None = None) -> BlendSearch:
+    """Best simplex-grid weights per source (see module docstring) from per-track statistics.
+
+    method: "grid" scores every grid point, "bnb" runs branch and bound, "auto" picks "grid" up
+    to GRID_LIMIT points. max_boxes bounds the boxes branch and bound may open per source and
+    round (None: until the optimum is certified); when it runs out, `certificate` holds how far
+    below the grid optimum the result can be.
+    """
+    from .bnb import BranchAndBound
+
+    problem = Problem(stats_list)
+    n_models, n_sources = len(problem.models), len(problem.sources)
+    if method not in ("auto", "grid", "bnb"):
+        raise ConfigError(f"blend search method {method!r}: use auto, grid or bnb")
+    use_grid = (method == "grid" or n_models == 1
+                or (method == "auto" and grid_size(n_models, step) <= GRID_LIMIT))
+    points = simplex_grid(n_models, step) if use_grid else None
+    full = 2 ** n_models - 1
+    supports = [full] * n_sources  # start from the fewest silent windows
+    chosen = [None] * n_sources    # weights [M] per source
+    certificate = np.zeros(n_sources)
+    grid_scores = [None] * n_sources
     for round_ in range(1, max_rounds + 1):
         changed = False
-        for s in range(len(sources)):
-            track_scores[:, s] = _source_scores(stats_list, s, supports, points, support_ids)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                score = np.nanmedian(track_scores[:, s], axis=0)
-            if np.all(np.isnan(score)):
-                raise DataError(f"{sources[s]}: every window is silent in every track; nothing to score")
-            chosen[s] = int(np.nanargmax(score))
-            new_support = int(support_ids[chosen[s]])
+        for s in range(n_sources):
+            view = SourceView(problem, s, supports)
+            if use_grid:
+                best, grid_scores[s] = _grid_optimum(view, points)
+                chosen[s] = points[best]
+            else:
+                result = BranchAndBound(view, grid_steps(step)).run(
+                    seeds=[] if chosen[s] is None else [chosen[s]], max_boxes=max_boxes)
+                chosen[s], certificate[s] = result.point, result.certificate
+            new_support = int(support_ids(chosen[s][None])[0])
             # only a change of the silent windows matters to the other sources
-            changed |= any(not np.array_equal(_support_silence(st, s, new_support),
-                                              _support_silence(st, s, supports[s])) for st in stats_list)
+            silence = problem.support_silence(s)
+            changed |= not np.array_equal(silence[new_support], silence[supports[s]])
             supports[s] = new_support
         if not changed:
             break
     else:
         log.warning("blend search: silent-window masks still changing after %d rounds; "
                     "scores below use the last masks", max_rounds)
-        for s in range(len(sources)):
-            track_scores[:, s] = _source_scores(stats_list, s, supports, points, support_ids)
-    log.info("blend search: %d grid points, %d tracks, %d round(s)", len(points), len(stats_list), round_)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        scores = np.nanmedian(track_scores, axis=0)
-    weights = points[chosen].T
-    predicted = scores[np.arange(len(sources)), chosen]
-    return BlendSearch(weights, predicted, ScoreGrid(points, scores, track_scores))
-
+        if use_grid:
+            grid_scores = [SourceView(problem, s, supports).scores(points)[1] for s in range(n_sources)]
+    weights = np.stack(chosen, axis=1)
+    if not use_grid:  # the single models and the chosen blends, scored with the final masks
+        points = np.unique(np.concatenate([np.eye(n_models), weights.T]), axis=0)
+        grid_scores = [SourceView(problem, s, supports).scores(points)[1] for s in range(n_sources)]
+    per_track = np.stack(grid_scores, axis=1)        # [T, S, P]
+    scores = median_over_tracks(per_track.reshape(len(stats_list), -1)).reshape(n_sources, -1)
+    index = [int(np.flatnonzero(np.all(points == weights[:, s], axis=1))[0]) for s in range(n_sources)]
+    predicted = scores[np.arange(n_sources), index]
+    method_name = "grid" if use_grid else "branch-and-bound"
+    log.info("blend search (%s): %d models, step %g, %d tracks, %d round(s)", method_name, n_models,
+             step, len(stats_list), round_)
+    return BlendSearch(weights, predicted, ScoreGrid(points, scores, per_track), method_name,
+                       certificate, round_)

@@ -94,6 +94,8 @@ def describe(nid: str, node: dict) -> list[str]:
         return [f"blend {node['path']} (system {node.get('system')})", f"weights: {_compact(node.get('weights'), 200)}"]
     if kind == "weights":
         return [f"weights {node['path']}" + (f" sha256 {node['sha256']}" if node.get("sha256") else "")]
+    if kind == "stats":
+        return [f"blend statistics {node['path']} sha256 {_short(node.get('sha256'))}"]
     if kind == "checkpoint":
         model = node.get("model") or {}
         lines = [f"checkpoint {node['path']} sha256 {node['sha256']}"]

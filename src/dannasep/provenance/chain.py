@@ -144,7 +144,8 @@ class ChainMixin:
             if published != weights["table"]:
                 self.problem(wid, path, f"weights {weights['table']} are not the published {PAPER_WEIGHTS}")
         else:
-            self.verify(wid, weights["path"], weights["sha256"], "blend weights", path)
+            if self.verify(wid, weights["path"], weights["sha256"], "blend weights", path):
+                self.trace_weights(wid, weights["path"], sorted(doc["components"]))
         self.edge(nid, wid, "weights")
         for model, component in doc["components"].items():
             self.edge(nid, self.trace_estimates(component, path, expected), f"component {model}")
@@ -152,6 +153,49 @@ class ChainMixin:
         if self.reseparate > 0:
             self.reblend_check(nid, path, doc)
         return nid
+
+    def trace_weights(self, wid: str, path, models: list[str]) -> None:
+        """Searched weights -> the statistics files they were searched on -> each file's estimates
+        (the blended systems' separations of the search tracks) and references."""
+        import yaml
+
+        from ..blend.stats import read_stats_provenance
+        from ..errors import DataError
+
+        if self.nodes[wid].get("traced"):
+            return
+        self.nodes[wid]["traced"] = True
+        try:
+            doc = yaml.safe_load(self.resolve(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            self.problem(wid, path, f"unreadable ({exc})")
+            return
+        if "models" in doc and sorted(doc["models"] or []) != models:
+            self.problem(wid, path, "the weights were searched for other systems than the blend's "
+                         "components", models, sorted(doc.get("models") or []))
+        if not doc.get("statistics"):
+            self.warnings.append(f"{path}: names no statistics files (searched from the wav files "
+                                 "directly), so the search's inputs are not traced")
+            return
+        for track, entry in doc["statistics"].items():
+            sid = self.node(f"stats:{entry['path']}", path=entry["path"], sha256=entry["sha256"])
+            self.edge(wid, sid, f"searched on {track}")
+            if not self.verify(sid, entry["path"], entry["sha256"], "blend statistics", path):
+                continue
+            try:
+                record = read_stats_provenance(self.resolve(entry["path"]))
+                expected = (record["subset"], record["track"])
+                if record["track"] != track or sorted(record["estimates"]) != models:
+                    self.problem(sid, entry["path"], f"{path} lists it for {track} of {models}",
+                                 f"{track} {models}", f"{record['track']} {sorted(record['estimates'])}")
+                for model, estimates in record["estimates"].items():
+                    self.edge(sid, self.trace_estimates(estimates, entry["path"], expected), f"estimates of {model}")
+                self.edge(sid, self.trace_references(record["references"], entry["path"], expected), "references")
+                self.edge(sid, self.commit(record.get("code")), "computed with code")
+            except DataError as exc:
+                self.problem(sid, entry["path"], str(exc))
+            except (KeyError, TypeError) as exc:
+                self.malformed(sid, entry["path"], exc)
 
     def locate_checkpoint(self, path, sha: str) -> Path:
         """The recorded file, or (moved results) a `*-<sha8>.pt` under checkpoints/ with that hash."""

@@ -13,7 +13,7 @@ The graph (`results/provenance.json`): {"format", "ok", "problems", "warnings", 
 "nodes": {id: {"kind", "status", ...}}, "edges": [{"from", "to", "relation"}]} with ids
 cell:<system>/<source> score:<path> estimates:<folder> separation:<path> blend:<path>
 checkpoint:<sha256> pointer:<path> config:<sha256> dataset:<manifest hash> file:<path>
-references:<path> weights:<path|paper> commit:<sha> table:<path> download:<sha256> (a published
+references:<path> weights:<path|paper> stats:<path> commit:<sha> table:<path> download:<sha256> (a published
 weight file, where the chain of an imported or released checkpoint ends: its URL and sha256).
 """
 

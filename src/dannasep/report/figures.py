@@ -186,30 +186,63 @@ def _ternary_panel(ax, fig, points, scores, models, chosen, published) -> tuple[
             float(at(*barycentric_to_cartesian(published))) if published is not None else math.nan)
 
 
+def _is_full_grid(points: np.ndarray) -> bool:
+    """Whether `points` is a whole simplex grid (what the "grid" search writes), not just the
+    single models and the searched blends (what branch and bound writes)."""
+    positive = points[points > 1e-12]
+    if positive.size == 0:
+        return False
+    n_steps = round(1 / positive.min())
+    return len(points) == math.comb(n_steps + points.shape[1] - 1, points.shape[1] - 1)
+
+
+def _weights_panel(ax, models, chosen, published) -> None:
+    """Stacked bars of one source's weights, searched (and published), one colour per model."""
+    rows = [("searched", chosen)] + ([("published", published)] if published is not None else [])
+    for r, (_, weights) in enumerate(rows):
+        left = 0.0
+        for m, value in enumerate(weights):
+            ax.barh(r, value, left=left, height=0.6, color=system_color(models[m], models),
+                    edgecolor="white", linewidth=0.5, label=pub.BLEND_MODEL_LABELS.get(models[m], models[m]) if r == 0 else None)
+            if value >= 0.08:
+                ax.text(left + value / 2, r, f"{value:.2f}", ha="center", va="center", fontsize=6)
+            left += value
+    ax.set_yticks(range(len(rows)), [label for label, _ in rows])
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("weight")
+
+
 def plot_blend_simplex(grid: Mapping[str, np.ndarray], out_stem,
                        published_weights: Mapping[str, Mapping[str, float]] = pub.PUBLISHED_WEIGHTS) -> list[Path]:
-    """Per source, the blend SDR (median over tracks) at every grid point of `blend.py`'s
-    grid.npz (points [P, M], scores [S, P], weights [M, S], models, sources); three models as
-    a ternary heat map, two as a curve. The searched optimum and published weights are marked."""
+    """Per source, the blend SDR (median over tracks) over the weights from `blend search`'s
+    grid.npz (points [P, M], scores [S, P], weights [M, S], models, sources). A whole grid of three
+    models is a ternary heat map, of two a curve; otherwise (four or more models, or branch and
+    bound's points) the searched weights are stacked bars, titled with their SDR and the best
+    single model's. The searched optimum and the published weights are marked."""
     models = [str(m) for m in grid["models"]]
     sources = [str(s) for s in grid["sources"]]
     points, scores, weights = np.asarray(grid["points"]), np.asarray(grid["scores"]), np.asarray(grid["weights"])
-    if len(models) not in (2, 3):
-        return placeholder_figure(out_stem, "Blend SDR over the weights",
-                            f"{len(models)} models blended: only 2 or 3 can be drawn")
     has_published = all(m in published_weights for m in models)
+    surface = len(models) in (2, 3) and _is_full_grid(points)
     with plt.rc_context(STYLE):
-        if len(models) == 3:
+        if surface and len(models) == 3:
             fig, axes = plt.subplots(2, 2, figsize=(WIDTH_IN, 5.6))
-        else:
+        elif surface:
             fig, axes = plt.subplots(1, len(sources), figsize=(WIDTH_IN, 2.2), sharex=True)
+        else:
+            n_rows = math.ceil(len(sources) / 2)
+            fig, axes = plt.subplots(n_rows, 2, figsize=(WIDTH_IN, 0.4 + (1.1 if has_published else 0.8) * n_rows),
+                                     squeeze=False)
+        for ax in np.ravel(axes)[len(sources):]:
+            ax.set_axis_off()
         for j, (ax, source) in enumerate(zip(np.ravel(axes), sources)):
             published = ([published_weights[m][source] for m in models] if has_published else None)
-            if len(models) == 3:
+            if surface and len(models) == 3:
                 best, theirs = _ternary_panel(ax, fig, points, scores[j], models, weights[:, j], published)
                 ax.set_title(f"{source}: searched {best:.2f} dB"
                              + (f", published {theirs:.2f} dB" if np.isfinite(theirs) else ""))
-            else:
+            elif surface:
                 order = np.argsort(points[:, 0])
                 ax.plot(points[order, 0], scores[j, order], color="0.2", lw=1)
                 ax.axvline(weights[0, j], color="black", ls="--", lw=0.8, label="searched")
@@ -218,9 +251,22 @@ def plot_blend_simplex(grid: Mapping[str, np.ndarray], out_stem,
                 ax.set_xlabel(f"weight of {pub.BLEND_MODEL_LABELS.get(models[0], models[0])}")
                 ax.set_ylabel("SDR (dB)" if j == 0 else "")
                 ax.set_title(source)
+            else:
+                _weights_panel(ax, models, weights[:, j], published)
+                title = source
+                at = np.flatnonzero(np.all(np.isclose(points, weights[:, j]), axis=1))
+                if at.size:
+                    title += f": searched {scores[j, at[0]]:.2f} dB"
+                singles = [(scores[j, k[0]], models[m]) for m in range(len(models))
+                           if (k := np.flatnonzero(np.all(np.isclose(points, np.eye(len(models))[m]), axis=1))).size]
+                singles = [(v, m) for v, m in singles if np.isfinite(v)]
+                if singles:
+                    value, name = max(singles)
+                    title += f", best single {pub.BLEND_MODEL_LABELS.get(name, name)} {value:.2f} dB"
+                ax.set_title(title)
         handles, labels = np.ravel(axes)[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
-        fig.tight_layout(rect=(0, 0.04, 1, 1))
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 6) or 1, frameon=False)
+        fig.tight_layout(rect=(0, 0.06 if not surface else 0.04, 1, 1))
         return save_figure(fig, out_stem)
 
 
