@@ -27,6 +27,14 @@ def test_lint_passes():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_snakefmt_formatting():
+    # the catalog's convention: Snakefile and rules as `snakefmt` writes them
+    snakefmt = str(Path(sys.executable).parent / "snakefmt")
+    out = subprocess.run([snakefmt, "--check", "Snakefile", "workflow/rules"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, "run `snakefmt Snakefile workflow/rules`:\n" + out.stdout + out.stderr
+
+
 def test_config_typo_stops_before_any_job(tmp_path):
     bad = tmp_path / "typo.yaml"
     bad.write_text((ROOT / "config" / "config.yaml").read_text() + "\nmodles: {}\n")

@@ -11,23 +11,25 @@ BLEND_STATS = "results/blend/stats/{folder}/{track}.npz"
 
 rule blend_stats:
     input:
-        estimates=lambda w: [f for m in BLEND_MODELS for f in separation_files(m, w.folder, w.track)],
+        estimates=lambda w: [
+            f for m in BLEND_MODELS for f in separation_files(m, w.folder, w.track)
+        ],
         manifest=DATASET_MANIFEST,
     output:
         BLEND_STATS,
-    params:
-        models=BLEND_MODELS,
-        references=DATASET_ROOT,
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        CONDA_ENV
     log:
         f"{LOGS}/blend/stats/{{folder}}/{{track}}.log",
     benchmark:
         f"{BENCH}/blend/stats/{{folder}}/{{track}}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        models=BLEND_MODELS,
+        references=DATASET_ROOT,
     shell:
         "dannasep blend stats --models {params.models:q} --separations results/separations"
         " --references {params.references:q} --subset {wildcards.folder} --tracks {wildcards.track:q}"
@@ -40,18 +42,20 @@ rule blend_search:
     output:
         weights="results/blend/weights.yaml",
         grid="results/blend/grid.npz",
-    params:
-        models=BLEND_MODELS,
-        stats=quoted(BLEND_STATS.format(folder=BLEND_FOLDER, track=t) for t in BLEND_TRACKS),
-        step=config["blend"]["step"],
-        folder=BLEND_FOLDER,
-    threads: 2
-    conda:
-        CONDA_ENV
     log:
         f"{LOGS}/blend/search.log",
     benchmark:
         f"{BENCH}/blend/search.tsv"
+    conda:
+        CONDA_ENV
+    threads: 2
+    params:
+        models=BLEND_MODELS,
+        stats=quoted(
+            BLEND_STATS.format(folder=BLEND_FOLDER, track=t) for t in BLEND_TRACKS
+        ),
+        step=config["blend"]["step"],
+        folder=BLEND_FOLDER,
     shell:
         "dannasep blend search --models {params.models:q} --threads {threads}"
         " --stats {params.stats} --subset {params.folder} --step {params.step}"
@@ -60,18 +64,22 @@ rule blend_search:
 
 rule blend_apply:
     input:
-        estimates=lambda w: [f for m in BLEND_MODELS for f in separation_files(m, w.folder, w.track)],
+        estimates=lambda w: [
+            f for m in BLEND_MODELS for f in separation_files(m, w.folder, w.track)
+        ],
         weights=lambda w: "results/blend/weights.yaml" if w.blend == "dannasep" else [],
     output:
         separation_files("{blend}", "{folder}", "{track}"),
-    wildcard_constraints:
-        blend="dannasep|dannasep_paper_weights",
-    params:
-        weights=lambda w: "results/blend/weights.yaml" if w.blend == "dannasep" else "paper",
-    conda:
-        CONDA_ENV
     log:
         f"{LOGS}/blend/apply/{{blend}}/{{folder}}/{{track}}.log",
+    wildcard_constraints:
+        blend="dannasep|dannasep_paper_weights",
+    conda:
+        CONDA_ENV
+    params:
+        weights=lambda w: (
+            "results/blend/weights.yaml" if w.blend == "dannasep" else "paper"
+        ),
     shell:
         "dannasep blend apply --weights {params.weights:q} --separations results/separations"
         " --system {wildcards.blend} --subset {wildcards.folder} --tracks {wildcards.track:q} > {log:q} 2>&1"

@@ -10,7 +10,9 @@ from dannasep.errors import ConfigError
 from dannasep.provenance.code_deps import system_code
 
 try:
-    _validated = validate_config(config, source="config (config/config.yaml + --configfile/--config)")
+    _validated = validate_config(
+        config, source="config (config/config.yaml + --configfile/--config)"
+    )
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 if preflight(_validated):
@@ -24,7 +26,8 @@ CONDA_ENV = "../envs/dannasep.yaml"  # relative to workflow/rules/
 
 def _code_for_conda_jobs():
     """With --software-deployment-method conda, jobs run in an environment of pinned libraries
-    without this repository: they import its code from src/ and call workflow/bin/dannasep."""
+    without this repository: they import its code from src/ and call workflow/bin/dannasep.
+    """
     from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
     from dannasep.conda_jobs import expose_repository
@@ -78,7 +81,10 @@ def settings_file(sections):
     from dannasep.io import write_text
 
     text = yaml.safe_dump(sections, sort_keys=True)
-    path = Path(".snakemake/dannasep") / f"settings-{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+    path = (
+        Path(".snakemake/dannasep")
+        / f"settings-{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+    )
     if not path.is_file():
         write_text(path, text)
     return str(path)
@@ -86,12 +92,18 @@ def settings_file(sections):
 
 @functools.lru_cache(maxsize=None)  # one YAML dump a system, not one a job
 def system_settings(system):
-    return settings_file({"models": {system: config["models"][system]}, "data": config["data"]})
+    return settings_file(
+        {"models": {system: config["models"][system]}, "data": config["data"]}
+    )
+
+
 SYSTEMS = list(config["models"])
 SINGLE_MODELS = SYSTEMS
 # Systems whose weights come from a published file (models.<system>.weights.from: import or
 # released) have an import rule (import.smk) instead of a train rule, writing the same pointer.
-TRAINED_SYSTEMS = [s for s in SYSTEMS if config["models"][s]["weights"]["from"] == "train"]
+TRAINED_SYSTEMS = [
+    s for s in SYSTEMS if config["models"][s]["weights"]["from"] == "train"
+]
 IMPORTED_SYSTEMS = [s for s in SYSTEMS if s not in TRAINED_SYSTEMS]
 
 
@@ -102,7 +114,11 @@ def checkpoint_pointer(system):
 # Track lists are known before the data exists: the real dataset has the official names, and
 # the synthetic and rendered ones take the first N of them (see dannasep.data.synth).
 GENERATED_KINDS = ("synthetic", "rendered")
-GENERATED = config["dataset"][config["dataset"]["kind"]] if config["dataset"]["kind"] in GENERATED_KINDS else None
+GENERATED = (
+    config["dataset"][config["dataset"]["kind"]]
+    if config["dataset"]["kind"] in GENERATED_KINDS
+    else None
+)
 from dannasep.constants import SOURCES
 from dannasep.data.tracks import TEST_TRACKS, VALID_TRACKS
 
@@ -116,20 +132,32 @@ def _tracks(names, synthetic_count, limit):
 EVAL_FOLDER = "test" if config["evaluation"]["subset"] == "test" else "train"
 EVAL_TRACKS = _tracks(
     TEST_TRACKS if EVAL_FOLDER == "test" else VALID_TRACKS,
-    (GENERATED or config["dataset"]["synthetic"])["test_tracks" if EVAL_FOLDER == "test" else "valid_tracks"],
+    (GENERATED or config["dataset"]["synthetic"])[
+        "test_tracks" if EVAL_FOLDER == "test" else "valid_tracks"
+    ],
     config["evaluation"]["tracks"],
 )
 BLEND_FOLDER = "test" if config["blend"]["subset"] == "test" else "train"
 BLEND_TRACKS = _tracks(
     TEST_TRACKS if BLEND_FOLDER == "test" else VALID_TRACKS,
-    (GENERATED or config["dataset"]["synthetic"])["test_tracks" if BLEND_FOLDER == "test" else "valid_tracks"],
+    (GENERATED or config["dataset"]["synthetic"])[
+        "test_tracks" if BLEND_FOLDER == "test" else "valid_tracks"
+    ],
     config["blend"]["tracks"],
 )
 BLEND_MODELS = [m for m in config["blend"]["models"] if m in SYSTEMS]
 # The published weights exist for xumx, unet and demucs only: their blend is made when exactly
 # those three are blended.
-PAPER_BLEND = ["dannasep_paper_weights"] if sorted(BLEND_MODELS) == ["demucs", "unet", "xumx"] else []
-BLENDED_SYSTEMS = ["dannasep", *PAPER_BLEND] if len(BLEND_MODELS) == len(config["blend"]["models"]) else []
+PAPER_BLEND = (
+    ["dannasep_paper_weights"]
+    if sorted(BLEND_MODELS) == ["demucs", "unet", "xumx"]
+    else []
+)
+BLENDED_SYSTEMS = (
+    ["dannasep", *PAPER_BLEND]
+    if len(BLEND_MODELS) == len(config["blend"]["models"])
+    else []
+)
 ALL_SYSTEMS = SYSTEMS + BLENDED_SYSTEMS
 
 
@@ -157,7 +185,8 @@ def mixture_path(w):
 
 def eval_references(w):
     """Reference stems of a scored track: the dataset folder, or the compressed MUSDB18 file
-    (the evaluated tracks with evaluation.use_musdb18, separated from that file's mixture)."""
+    (the evaluated tracks with evaluation.use_musdb18, separated from that file's mixture).
+    """
     if config["evaluation"]["use_musdb18"] and w.folder == EVAL_FOLDER:
         return f"{config['dataset']['musdb18_path']}/{w.folder}/{w.track}.stem.mp4"
     return f"{DATASET_ROOT}/{w.folder}/{w.track}"
@@ -190,15 +219,25 @@ _in_report = report
 def _report_table(name, caption, category, label):
     """The HTML table for the report plus its CSV, Markdown and LaTeX siblings."""
     return [
-        _in_report(f"results/tables/{name}.html", caption=f"../report/{caption}.rst", category=category,
-                   subcategory="Tables", labels={"table": label}),
+        _in_report(
+            f"results/tables/{name}.html",
+            caption=f"../report/{caption}.rst",
+            category=category,
+            subcategory="Tables",
+            labels={"table": label},
+        ),
         *[f"results/tables/{name}.{ext}" for ext in ("csv", "md", "tex")],
     ]
 
 
 def _report_figure(name, caption, category, label):
     return [
-        _in_report(f"results/figures/{name}.png", caption=f"../report/{caption}.rst", category=category,
-                   subcategory="Figures", labels={"figure": label}),
+        _in_report(
+            f"results/figures/{name}.png",
+            caption=f"../report/{caption}.rst",
+            category=category,
+            subcategory="Figures",
+            labels={"figure": label},
+        ),
         f"results/figures/{name}.pdf",
     ]

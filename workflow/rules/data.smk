@@ -7,14 +7,14 @@ if config["dataset"]["kind"] == "synthetic":
     rule synth_dataset:
         output:
             directory(config["dataset"]["root"]),
-        params:
-            s=config["dataset"]["synthetic"],
-        conda:
-            CONDA_ENV
         log:
             f"{LOGS}/data/synth_dataset.log",
         benchmark:
             f"{BENCH}/data/synth_dataset.tsv"
+        conda:
+            CONDA_ENV
+        params:
+            s=config["dataset"]["synthetic"],
         shell:
             "dannasep synth --out {output:q} --seed {params.s[seed]}"
             " --train-tracks {params.s[train_tracks]} --valid-tracks {params.s[valid_tracks]}"
@@ -26,15 +26,15 @@ elif config["dataset"]["kind"] == "rendered":
         # FluidSynth + the pinned SoundFont + espeak-ng (Debian packages; make setup installs them)
         output:
             directory(config["dataset"]["root"]),
-        params:
-            r=config["dataset"]["rendered"],
-            sha=lambda w: config["dataset"]["rendered"]["soundfont_sha256"] or "''",
-        conda:
-            CONDA_ENV
         log:
             f"{LOGS}/data/render_dataset.log",
         benchmark:
             f"{BENCH}/data/render_dataset.tsv"
+        conda:
+            CONDA_ENV
+        params:
+            r=config["dataset"]["rendered"],
+            sha=lambda w: config["dataset"]["rendered"]["soundfont_sha256"] or "''",
         shell:
             "dannasep render --out {output} --seed {params.r[seed]}"
             " --train-tracks {params.r[train_tracks]} --valid-tracks {params.r[valid_tracks]}"
@@ -46,14 +46,14 @@ elif dataset_is_produced():
     rule fetch_musdb18hq:
         output:
             directory(config["dataset"]["root"]),
-        params:
-            m=config["dataset"]["musdb18hq"],
-        conda:
-            CONDA_ENV
         log:
             f"{LOGS}/data/fetch_musdb18hq.log",
         benchmark:
             f"{BENCH}/data/fetch_musdb18hq.tsv"
+        conda:
+            CONDA_ENV
+        params:
+            m=config["dataset"]["musdb18hq"],
         shell:
             "dannasep fetch musdb18hq --out {output:q} --url {params.m[url]:q} --md5 {params.m[md5]:q}"
             " --size {params.m[size]} --download-dir {params.m[download_dir]:q} > {log} 2>&1"
@@ -65,12 +65,12 @@ rule validate_dataset:
         root=DATASET_ROOT,
     output:
         DATASET_MANIFEST,
-    params:
-        full="--full" if config["dataset"]["kind"] == "musdb18hq" else "",
-    conda:
-        CONDA_ENV
     log:
         f"{LOGS}/data/validate_dataset.log",
+    conda:
+        CONDA_ENV
+    params:
+        full="--full" if config["dataset"]["kind"] == "musdb18hq" else "",
     shell:
         "dannasep validate {input.root:q} --manifest {output:q} {params.full} > {log} 2>&1"
 
@@ -81,13 +81,13 @@ rule fetch_xumx_weights:
     # that differs is refused (see `dannasep fetch xumx-weights --help`).
     output:
         weights=config["pretrained"]["xumx"]["path"],
+    log:
+        f"{LOGS}/data/fetch_xumx_weights.log",
+    conda:
+        CONDA_ENV
     params:
         url=config["pretrained"]["xumx"]["url"],
         sha=sha256_option(config["pretrained"]["xumx"]),
-    conda:
-        CONDA_ENV
-    log:
-        f"{LOGS}/data/fetch_xumx_weights.log",
     shell:
         "dannasep fetch xumx-weights --out {output.weights:q} --url {params.url:q} {params.sha} > {log} 2>&1"
 
@@ -103,14 +103,14 @@ for _key, _entry in config["pretrained"]["danna_sep"].items():
             f"fetch_danna_sep_{_key}"
         output:
             weights=_entry["path"],
+        log:
+            f"{LOGS}/data/fetch_danna_sep_{_key}.log",
+        conda:
+            CONDA_ENV
         params:
             key=_key,
             url=_entry["url"],
             sha=sha256_option(_entry),
-        conda:
-            CONDA_ENV
-        log:
-            f"{LOGS}/data/fetch_danna_sep_{_key}.log",
         shell:
             "dannasep fetch danna-sep-weights --only {params.key} --out {output.weights:q}"
             " --url {params.url:q} {params.sha} > {log} 2>&1"
@@ -119,12 +119,12 @@ for _key, _entry in config["pretrained"]["danna_sep"].items():
 rule fetch_demucs48_hq:
     output:
         weights=config["pretrained"]["demucs48_hq"]["path"],
+    log:
+        f"{LOGS}/data/fetch_demucs48_hq.log",
+    conda:
+        CONDA_ENV
     params:
         url=config["pretrained"]["demucs48_hq"]["url"],
         sha=sha256_option(config["pretrained"]["demucs48_hq"]),
-    conda:
-        CONDA_ENV
-    log:
-        f"{LOGS}/data/fetch_demucs48_hq.log",
     shell:
         "dannasep fetch demucs-v2-weights --out {output.weights:q} --url {params.url:q} {params.sha} > {log} 2>&1"

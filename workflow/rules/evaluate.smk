@@ -9,22 +9,22 @@ rule evaluate:
         manifest=DATASET_MANIFEST,
     output:
         score_file("{system}", "{folder}", "{track}"),
+    log:
+        f"{LOGS}/evaluate/{{system}}/{{folder}}/{{track}}.log",
+    benchmark:
+        f"{BENCH}/evaluate/{{system}}/{{folder}}/{{track}}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
     params:
         estimates=lambda w: separation_dir(w.system, w.folder, w.track),
         references=eval_references,
         mode=config["evaluation"]["mode"],
         nsdr="--nsdr" if config["evaluation"]["nsdr"] else "",
         hq=hq_alignment_option,
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=120,
-    conda:
-        CONDA_ENV
-    log:
-        f"{LOGS}/evaluate/{{system}}/{{folder}}/{{track}}.log",
-    benchmark:
-        f"{BENCH}/evaluate/{{system}}/{{folder}}/{{track}}.tsv"
     shell:
         "dannasep evaluate --estimates {params.estimates:q} --references {params.references:q}"
         " --track {wildcards.track:q} --out {output:q} --mode {params.mode} {params.nsdr}"

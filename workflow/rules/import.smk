@@ -17,7 +17,10 @@ def _import_check(system):
             f"models.{system}: weights.kind {weights['kind']} holds a {kind_info(weights['kind'])['arch']}, "
             f"but arch is {arch}; set arch: {kind_info(weights['kind'])['arch']} or another kind"
         )
-    if weights["from"] == "released" and kind_info(weights["kind"])["format"] not in ("torchscript", "onnx"):
+    if weights["from"] == "released" and kind_info(weights["kind"])["format"] not in (
+        "torchscript",
+        "onnx",
+    ):
         raise WorkflowError(
             f"models.{system}: weights.kind {weights['kind']} holds weights only and cannot run as it is; "
             "use weights.from: import"
@@ -36,21 +39,21 @@ for _system in IMPORTED_SYSTEMS:
             weights=_file["path"],
         output:
             pointer=checkpoint_pointer(_system),
+        log:
+            f"{LOGS}/import/{_system}.log",
+        benchmark:
+            f"{BENCH}/import/{_system}.tsv"
+        conda:
+            CONDA_ENV
+        threads: 1
+        resources:
+            mem_mb=8000,
+            runtime=30,
         params:
             system=_system,
             kind=_weights["kind"],
             url=_file["url"],
             as_is="--as-is" if _weights["from"] == "released" else "",
-        threads: 1
-        resources:
-            mem_mb=8000,
-            runtime=30,
-        conda:
-            CONDA_ENV
-        log:
-            f"{LOGS}/import/{_system}.log",
-        benchmark:
-            f"{BENCH}/import/{_system}.tsv"
         shell:
             "dannasep import {params.kind} {input.weights:q} --system {params.system} --url '{params.url}'"
             " --out results/checkpoints/{params.system} --pointer {output.pointer} {params.as_is} > {log} 2>&1"

@@ -17,16 +17,16 @@ rule provenance:
         manifest=DATASET_MANIFEST,
     output:
         "results/provenance.json",
-    params:
-        systems=ALL_SYSTEMS,
-        folder=EVAL_FOLDER,
-        tracks=quoted(EVAL_TRACKS),
-    conda:
-        CONDA_ENV
     log:
         f"{LOGS}/provenance.log",
     benchmark:
         f"{BENCH}/provenance.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        systems=ALL_SYSTEMS,
+        folder=EVAL_FOLDER,
+        tracks=quoted(EVAL_TRACKS),
     shell:
         "dannasep audit --systems {params.systems} --folder {params.folder} --tracks {params.tracks}"
         " --results results --out {output} > {log} 2>&1"

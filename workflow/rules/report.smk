@@ -11,7 +11,11 @@ REPORT_TABLES = "results/tables"
 REPORT_FIGURES = "results/figures"
 REPORT_METRICS = "results/metrics.json"
 # The blend exists only when every blend model is trained (see common.smk: BLENDED_SYSTEMS).
-REPORT_BLEND = {"weights": "results/blend/weights.yaml", "grid": "results/blend/grid.npz"} if BLENDED_SYSTEMS else {}
+REPORT_BLEND = (
+    {"weights": "results/blend/weights.yaml", "grid": "results/blend/grid.npz"}
+    if BLENDED_SYSTEMS
+    else {}
+)
 
 
 _REPORT_COMMON_INPUT = dict(
@@ -31,23 +35,33 @@ rule tables:
     input:
         **_REPORT_COMMON_INPUT,
     output:
-        *_report_table("results", "results_table", "1. Separation results", "SDR: ours vs published"),
-        *_report_table("published", "published_table", "1. Separation results", "published numbers"),
+        *_report_table(
+            "results",
+            "results_table",
+            "1. Separation results",
+            "SDR: ours vs published",
+        ),
+        *_report_table(
+            "published",
+            "published_table",
+            "1. Separation results",
+            "published numbers",
+        ),
         *_report_table("blend_weights", "blend_weights", "2. Blend", "blend weights"),
         *_report_table("model_sizes", "model_sizes", "3. Models", "model sizes"),
         *_report_table("ledger", "ledger", "4. Settings", "settings ledger"),
         inputs=f"{REPORT_TABLES}/inputs.json",
         metrics=REPORT_METRICS,
+    log:
+        f"{LOGS}/report/tables.log",
+    conda:
+        CONDA_ENV
     params:
         folder=EVAL_FOLDER,
         tracks=quoted(EVAL_TRACKS),
         weights=lambda w, input: input.weights or "none",
         run_config=settings_file(config),
         systems=ALL_SYSTEMS,
-    conda:
-        CONDA_ENV
-    log:
-        f"{LOGS}/report/tables.log",
     shell:
         f"dannasep report tables {_REPORT_COMMON_ARGS}"
         f" --out-dir {REPORT_TABLES} --metrics {{output.metrics}} --config {{params.run_config:q}} > {{log}} 2>&1"
@@ -59,20 +73,37 @@ rule figures:
         grid=REPORT_BLEND.get("grid", []),
         curves=[f"results/training/{s}.csv" for s in TRAINED_SYSTEMS],
     output:
-        *_report_figure("sdr_per_source", "fig_sdr_per_source", "1. Separation results", "SDR per source"),
-        *_report_figure("sdr_per_track", "fig_sdr_per_track", "1. Separation results", "SDR per track"),
-        *_report_figure("blend_simplex", "fig_blend_simplex", "2. Blend", "blend SDR over the weights"),
-        *_report_figure("training_curves", "fig_training_curves", "4. Training", "training curves"),
+        *_report_figure(
+            "sdr_per_source",
+            "fig_sdr_per_source",
+            "1. Separation results",
+            "SDR per source",
+        ),
+        *_report_figure(
+            "sdr_per_track",
+            "fig_sdr_per_track",
+            "1. Separation results",
+            "SDR per track",
+        ),
+        *_report_figure(
+            "blend_simplex",
+            "fig_blend_simplex",
+            "2. Blend",
+            "blend SDR over the weights",
+        ),
+        *_report_figure(
+            "training_curves", "fig_training_curves", "4. Training", "training curves"
+        ),
+    log:
+        f"{LOGS}/report/figures.log",
+    conda:
+        CONDA_ENV
     params:
         folder=EVAL_FOLDER,
         tracks=quoted(EVAL_TRACKS),
         weights=lambda w, input: input.weights or "none",
         systems=ALL_SYSTEMS,
         grid=lambda w, input: input.grid or "none",
-    conda:
-        CONDA_ENV
-    log:
-        f"{LOGS}/report/figures.log",
     shell:
         f"dannasep report figures {_REPORT_COMMON_ARGS}"
         f" --grid {{params.grid}} --curves results/training --out-dir {REPORT_FIGURES} > {{log}} 2>&1"
@@ -83,13 +114,18 @@ rule track_spectrograms:
     input:
         DATASET_MANIFEST,
     output:
-        *_report_figure("track_spectrograms", "fig_track_spectrograms", "5. Data", "spectrograms of a track"),
+        *_report_figure(
+            "track_spectrograms",
+            "fig_track_spectrograms",
+            "5. Data",
+            "spectrograms of a track",
+        ),
+    log:
+        f"{LOGS}/report/track_spectrograms.log",
+    conda:
+        CONDA_ENV
     params:
         track=f"{DATASET_ROOT}/test/{(EVAL_TRACKS if EVAL_FOLDER == 'test' else TEST_TRACKS)[0]}",
         out_stem=lambda w, output: output[0][: -len(".png")],
-    conda:
-        CONDA_ENV
-    log:
-        f"{LOGS}/report/track_spectrograms.log",
     shell:
         "dannasep spectrograms {params.track:q} --out-stem {params.out_stem} --seconds 12 > {log} 2>&1"

@@ -10,23 +10,23 @@ rule separate:
         manifest=DATASET_MANIFEST,
     output:
         separation_files("{system}", "{folder}", "{track}"),
+    log:
+        f"{LOGS}/separate/{{system}}/{{folder}}/{{track}}.log",
+    benchmark:
+        f"{BENCH}/separate/{{system}}/{{folder}}/{{track}}.tsv"
     wildcard_constraints:
         system="|".join(SYSTEMS) or "none",
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=lambda w: config["models"][w.system]["separate"]["mem_mb"],
+        runtime=lambda w: config["models"][w.system]["separate"]["runtime_min"],
     params:
         config_file=lambda w: system_settings(w.system),
         mixture=mixture_path,
         out_dir=lambda w: separation_dir(w.system, w.folder, w.track),
         settings=lambda w: config["models"][w.system]["separate"],
-    threads: 1
-    resources:
-        mem_mb=lambda w: config["models"][w.system]["separate"]["mem_mb"],
-        runtime=lambda w: config["models"][w.system]["separate"]["runtime_min"],
-    conda:
-        CONDA_ENV
-    log:
-        f"{LOGS}/separate/{{system}}/{{folder}}/{{track}}.log",
-    benchmark:
-        f"{BENCH}/separate/{{system}}/{{folder}}/{{track}}.tsv"
     shell:
         "dannasep separate --checkpoint {input.pointer:q} --mixture {params.mixture:q}"
         " --out-dir {params.out_dir:q} --config {params.config_file} --system {wildcards.system}"

@@ -17,7 +17,12 @@ def _train_resources(system):
     fails when other versions are installed, so that this is checked again before a pin moves.
     """
     t = config["models"][system]["train"]
-    resources = {"gpu": t["gpus"], "mem_mb": t["mem_mb"], "runtime": t["runtime_min"], "tasks_per_gpu": 1}
+    resources = {
+        "gpu": t["gpus"],
+        "mem_mb": t["mem_mb"],
+        "runtime": t["runtime_min"],
+        "tasks_per_gpu": 1,
+    }
     if t["gpus"] > 1:
         # One job, one task per GPU: --gpus=N --ntasks-per-gpu=1 --ntasks=N.
         resources.update(tasks=t["gpus"], mpi="srun")
@@ -38,9 +43,15 @@ def _launcher(system):
     t = config["models"][system]["train"]
     procs = max(1, t["gpus"])
     srun = f"srun --ntasks={procs} --cpus-per-task={t['threads']} --kill-on-bad-exit=1"
-    local = f"torchrun --standalone --nproc-per-node={procs} --no-python" if procs > 1 else ""
-    return (f'$(if [ -n "${{SLURM_JOB_ID:-}}" ] && [ -z "${{SLURM_STEP_ID:-}}" ]; '
-            f"then echo {srun}; else echo {local}; fi) ")
+    local = (
+        f"torchrun --standalone --nproc-per-node={procs} --no-python"
+        if procs > 1
+        else ""
+    )
+    return (
+        f'$(if [ -n "${{SLURM_JOB_ID:-}}" ] && [ -z "${{SLURM_STEP_ID:-}}" ]; '
+        f"then echo {srun}; else echo {local}; fi) "
+    )
 
 
 def _init_pointer(system):
@@ -74,6 +85,15 @@ for _system in TRAINED_SYSTEMS:
         output:
             pointer=checkpoint_pointer(_system),
             curve=f"results/training/{_system}.csv",
+        log:
+            f"{LOGS}/train/{_system}.log",
+        benchmark:
+            f"{BENCH}/train/{_system}.tsv"
+        conda:
+            CONDA_ENV
+        threads: config["models"][_system]["train"]["threads"]
+        resources:
+            **_train_resources(_system),
         params:
             config_file=system_settings(_system),
             system=_system,
@@ -86,16 +106,11 @@ for _system in TRAINED_SYSTEMS:
                 if config["models"][_system]["init"] == "official_xumx"
                 else ""
             ),
-            init=f"--init-checkpoint {_init_pointer(_system)}" if _init_pointer(_system) else "",
-        threads: config["models"][_system]["train"]["threads"]
-        resources:
-            **_train_resources(_system),
-        conda:
-            CONDA_ENV
-        log:
-            f"{LOGS}/train/{_system}.log",
-        benchmark:
-            f"{BENCH}/train/{_system}.tsv"
+            init=(
+                f"--init-checkpoint {_init_pointer(_system)}"
+                if _init_pointer(_system)
+                else ""
+            ),
         shell:
             "{params.launch}dannasep train --config {params.config_file:q} --system {params.system} --root {params.root:q}"
             " --manifest {input.manifest} --out-dir results/checkpoints/{params.system}"
