@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -470,3 +471,39 @@ def test_a_changed_statistics_file_fails_the_blend_naming_it(copy, capsys):
     status, graph, _ = audit_json(capsys, "searched", "vocals", "--no-rescore")
     assert status == 1
     assert any(p["file"] == str(path) and "blend statistics changed" in p["message"] for p in graph["problems"])
+
+
+def test_hashes_recorded_at_write_are_reused_only_while_the_file_is_unchanged(copy, capsys, monkeypatch):
+    from dannasep.provenance import records
+
+    folder = Path(f"results/separations/xumx/test/{TEST_NAMES[0]}")
+    # separated here: the copy gave the files new inodes, so no shortcut applies to them
+    run_cli("separate", "--checkpoint", "results/checkpoints/xumx.json", "--mixture",
+            f"data/test/{TEST_NAMES[0]}/mixture.wav", "--out-dir", folder)
+    names = [f"{s}.wav" for s in SOURCES]
+    hashed = []
+    real = records.sha256_file
+    monkeypatch.setattr(records, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
+    record = records.estimates_record(folder, names)
+    assert hashed == ["provenance.json"]  # the estimates' hashes come from provenance.json
+    assert record["files"] == {n: sha256(folder / n) for n in names}
+
+    # an edit of the same size changes the time: hashed again, the new hash recorded
+    path = folder / "vocals.wav"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    hashed.clear()
+    record = records.estimates_record(folder, names)
+    assert hashed == ["vocals.wav", "provenance.json"]
+    assert record["files"]["vocals.wav"] == sha256(path)
+
+    # an in-place edit whose time is reset on purpose fools the shortcut, never the audit
+    prov = json.loads((folder / "provenance.json").read_text())
+    stamp = prov["written"]["vocals.wav"]["mtime_ns"]
+    os.utime(path, ns=(stamp, stamp))
+    assert records.estimates_record(folder, names)["files"]["vocals.wav"] != sha256(path)
+    capsys.readouterr()
+    assert run_audit("xumx", "vocals") == 1
+    out = capsys.readouterr()
+    assert f"{folder}/vocals.wav" in out.out + out.err

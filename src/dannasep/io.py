@@ -108,6 +108,13 @@ def write_yaml(path: str | os.PathLike, obj) -> None:
     write_text(path, yaml.safe_dump(obj, sort_keys=False))
 
 
+def file_identity(path: str | os.PathLike) -> dict:
+    """Size, modification time and inode: unchanged means the bytes are unchanged unless someone
+    rewrote the file in place and reset its time (DVC's rule for not hashing a file again)."""
+    st = os.stat(path)
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+
+
 def sha256_file(path: str | os.PathLike, progress=None, block: int = 1 << 20) -> str:
     """sha256 of a file read in 1 MiB blocks; `progress` (a tqdm over bytes) advances as it goes."""
     digest = hashlib.sha256()

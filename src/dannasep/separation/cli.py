@@ -184,6 +184,7 @@ def _progress_bar(description: str):
 def _write_provenance(out_dir: Path, system, info, outputs, fmt: str) -> None:
     from ..io import sha256_file, write_json
     from ..provenance.code_state import code_state, package_versions
+    from ..provenance.records import written_record
 
     members = [{"name": m.name, "origin": m.origin, "separation": m.settings} for m in system.members]
     write_json(Path(out_dir) / "provenance.json", {
@@ -197,7 +198,7 @@ def _write_provenance(out_dir: Path, system, info, outputs, fmt: str) -> None:
         "mixture": {"path": str(info.path), "sha256": sha256_file(info.path),
                     "samplerate": info.samplerate, "channels": info.channels, "frames": info.frames},
         "format": fmt,
-        "estimates": {p.name: sha256_file(p) for p in outputs},
+        **written_record(outputs),
         "code": code_state(),
         "versions": package_versions(),
     })
