@@ -393,6 +393,21 @@ def test_an_edit_reruns_only_the_stages_that_run_the_edited_code(tmp_path):
     figures.write_text(original)
     assert _stale_stages(repo, env) == set()
 
+    # settings: job sizes (time limit, memory, threads) retrain nothing; a learning rate does
+    config = repo / "config/config.yaml"
+    shipped = config.read_text()
+    for extra, expected in (("{train: {runtime_min: 7, mem_mb: 999, threads: 1}, separate: {mem_mb: 777}}", set()),
+                            ("{train: {lr: 0.0123}}", {"train_xumx"})):
+        edited = yaml.safe_load(shipped)
+        for key, value in yaml.safe_load(extra).items():
+            edited["models"]["xumx"].setdefault(key, {}).update(value)
+        config.write_text(yaml.safe_dump(edited, sort_keys=False))
+        _run(shlex.split(stages["config"]["cmds"][0]), repo, env)
+        assert _stale_stages(repo, env) == {"config"} | expected, extra
+    config.write_text(shipped)
+    _run(shlex.split(stages["config"]["cmds"][0]), repo, env)
+    assert _stale_stages(repo, env) == set()
+
     model = repo / "src/dannasep/models/xumx.py"
     model.write_text(model.read_text() + "\n# an edit to the X-UMX model\n")
     xumx_stages = {f"train_{s}" for s in SYSTEMS

@@ -107,6 +107,28 @@ def test_full_mode_json_is_museval_output(museval_run):
             np.testing.assert_allclose(got, np.round(values[i], 5), atol=1e-12)
 
 
+def test_track_json_is_museval_trackstores():
+    """The per-track JSON written without importing museval equals museval's TrackStore's, for
+    values on quantisation ties, infinities and NaN."""
+    import museval
+    import simplejson
+
+    from dannasep.evaluation.scores import museval_track_json
+
+    rng = np.random.default_rng(0)
+    values = {m: rng.normal(0, 20, (2, 40)) for m in ("SDR", "ISR", "SIR", "SAR")}
+    values["SDR"][0, :6] = [np.inf, -np.inf, np.nan, 1.000005, 2.000015, -3.123455]
+    values["SIR"][1, :3] = [0.0, -0.0, 1e-9]
+    store = museval.TrackStore(track_name="t", win=1.0, hop=1.0)
+    for i, name in enumerate(("drums", "bass")):
+        store.add_target(target_name=name, values={m: values[m][i].tolist() for m in values})
+    expected = simplejson.loads(store.json, allow_nan=True)
+    got = museval_track_json(("drums", "bass"), values)
+    # NaN != NaN: compare the JSON texts
+    assert simplejson.dumps(got, allow_nan=True) == simplejson.dumps(expected, allow_nan=True)
+    assert got["museval_version"] == expected["museval_version"]
+
+
 def test_sdr_mode_json_matches_fast_sdr_rounded():
     refs, ests = realistic_track(seconds=3.2, seed=3)
     scores = evaluate_track(dict(zip(SOURCES, refs)), dict(zip(SOURCES, ests)), mode="sdr")

@@ -128,3 +128,30 @@ def test_planning_the_paper_dag_stays_fast():
     seconds = time.monotonic() - start
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert seconds < 10, f"planning the paper DAG took {seconds:.1f} s"
+
+
+def _train_command(tmp_path, name: str, overrides: str) -> str:
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(overrides)
+    out = _snakemake("train_xumx", "-n", "-p", "--forceall", "--cores", "2", "--configfile", str(cfg))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return next(line for line in out.stdout.splitlines() if "dannasep train" in line and "--system xumx " in line)
+
+
+def test_job_sizes_do_not_change_what_a_training_reads(tmp_path):
+    """A new time limit, memory or separation size leaves the training's settings file and params
+    as they were (Snakemake reruns a job whose params change; DVC tracks the same keys); a
+    learning setting changes them."""
+    from dannasep.config import RESOURCE_KEYS, load_config, without_resources
+
+    base = _train_command(tmp_path, "base", "models: {xumx: {train: {lr: 0.001}}}\n")
+    sized = _train_command(tmp_path, "sized", "models: {xumx: {train: {lr: 0.001, runtime_min: 7, mem_mb: 999},"
+                                              " separate: {mem_mb: 777, runtime_min: 9}}}\n")
+    learned = _train_command(tmp_path, "learned", "models: {xumx: {train: {lr: 0.002}}}\n")
+    assert sized == base
+    assert learned != base
+    system = load_config(ROOT / "config/config.yaml")["models"]["xumx"]
+    kept = without_resources(system)
+    for section, keys in RESOURCE_KEYS.items():
+        assert set(system[section]) - set(kept[section]) == set(keys)
+    assert kept["train"]["lr"] == system["train"]["lr"] and "threads" in system["train"]

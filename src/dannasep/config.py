@@ -130,6 +130,20 @@ def _select_systems(config: dict, source: str) -> dict:
     return config
 
 
+# A system's settings that only size its jobs: changing them must not retrain or re-separate
+# (Snakemake's params trigger, DVC's params), and they do not change what a step computes.
+RESOURCE_KEYS = {"train": ("threads", "mem_mb", "runtime_min"), "separate": ("mem_mb", "runtime_min")}
+
+
+def without_resources(system_cfg: dict) -> dict:
+    """A system's settings less RESOURCE_KEYS (a copy)."""
+    out = copy.deepcopy(system_cfg)
+    for section, keys in RESOURCE_KEYS.items():
+        for key in keys:
+            (out.get(section) or {}).pop(key, None)
+    return out
+
+
 def load_config(path: str | Path) -> dict:
     """Read a YAML config file and validate it."""
     path = Path(path)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from dannasep.config import preflight, validate_config
+from dannasep.config import preflight, validate_config, without_resources
 from dannasep.errors import ConfigError
 from dannasep.provenance.code_deps import system_code
 
@@ -92,8 +92,12 @@ def settings_file(sections):
 
 @functools.lru_cache(maxsize=None)  # one YAML dump a system, not one a job
 def system_settings(system):
+    # without the job sizes (threads, memory, time): a new time limit must not retrain a model
     return settings_file(
-        {"models": {system: config["models"][system]}, "data": config["data"]}
+        {
+            "models": {system: without_resources(config["models"][system])},
+            "data": config["data"],
+        }
     )
 
 

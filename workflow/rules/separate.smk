@@ -22,12 +22,16 @@ rule separate:
     resources:
         mem_mb=lambda w: config["models"][w.system]["separate"]["mem_mb"],
         runtime=lambda w: config["models"][w.system]["separate"]["runtime_min"],
+        gpu=lambda w: config["models"][w.system]["separate"]["gpus"],
     params:
         config_file=lambda w: system_settings(w.system),
         mixture=mixture_path,
         out_dir=lambda w: separation_dir(w.system, w.folder, w.track),
-        settings=lambda w: config["models"][w.system]["separate"],
+        settings=lambda w: without_resources(config["models"][w.system])["separate"],
+        device=lambda w: (
+            "cuda" if config["models"][w.system]["separate"]["gpus"] else "cpu"
+        ),
     shell:
         "dannasep separate --checkpoint {input.pointer:q} --mixture {params.mixture:q}"
         " --out-dir {params.out_dir:q} --config {params.config_file} --system {wildcards.system}"
-        " --threads {threads} > {log:q} 2>&1"
+        " --threads {threads} --device {params.device} > {log:q} 2>&1"

@@ -98,7 +98,8 @@ for _system in TRAINED_SYSTEMS:
             config_file=system_settings(_system),
             system=_system,
             launch=_launcher(_system),
-            settings=config["models"][_system],
+            # what the training computes from (a new time limit or thread count reruns nothing)
+            settings=without_resources(config["models"][_system]),
             data=config["data"],
             root=DATASET_ROOT,
             pretrained=(
@@ -112,7 +113,8 @@ for _system in TRAINED_SYSTEMS:
                 else ""
             ),
         shell:
-            "{params.launch}dannasep train --config {params.config_file:q} --system {params.system} --root {params.root:q}"
+            "{params.launch}dannasep train --config {params.config_file:q} --system {params.system} --threads {threads}"
+            " --root {params.root:q}"
             " --manifest {input.manifest} --out-dir results/checkpoints/{params.system}"
             " --pointer {output.pointer} --curve {output.curve} {params.pretrained} {params.init} --no-progress"
             " > {log} 2>&1"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from dannasep.config import load_config
+from dannasep.config import RESOURCE_KEYS, load_config, load_schema
 from dannasep.provenance.code_deps import REPO_ROOT, compress, stage_code, system_code
 
 DVC_YAML = REPO_ROOT / "dvc.yaml"
@@ -76,6 +76,21 @@ def _training_code(configs: list[dict], system: str) -> list[str]:
     return sorted({f for c in configs if system in c["models"] for f in system_code(c, system)})
 
 
+def _system_params(system: str, sections=None) -> list[str]:
+    """`models.<system>.*` keys a stage tracks: whole sections, except that sections holding job
+    sizes (config.RESOURCE_KEYS: threads, memory, time limit) are listed key by key without them,
+    so that a new time limit reruns nothing. From the schema, whose defaults fill every key."""
+    properties = load_schema()["definitions"]["system"]["properties"]
+    keys = []
+    for section in sections or properties:
+        if section in RESOURCE_KEYS:
+            keys += [f"models.{system}.{section}.{k}" for k in properties[section]["properties"]
+                     if k not in RESOURCE_KEYS[section]]
+        else:
+            keys.append(f"models.{system}.{section}")
+    return keys
+
+
 def build(config_path: str = DEFAULT_CONFIG) -> dict:
     """The dvc.yaml content as a dict (stage order kept)."""
     cfg = load_config(REPO_ROOT / config_path)
@@ -111,7 +126,7 @@ def build(config_path: str = DEFAULT_CONFIG) -> dict:
                      *([f"results/checkpoints/{cfg['models'][s]['init_system']}.json",
                         f"results/checkpoints/{cfg['models'][s]['init_system']}"]
                        if cfg["models"][s].get("init_system") else [])],
-            "params": [{"results/config.yaml": ["dataset", "data", f"models.{s}"]}],
+            "params": [{"results/config.yaml": ["dataset", "data", *_system_params(s)]}],
             "outs": [{f"results/checkpoints/{s}.json": {"persist": True}},
                      {f"results/checkpoints/{s}": {"persist": True}},
                      {f"results/benchmarks/train/{s}.tsv": {"persist": True}}],
@@ -122,7 +137,8 @@ def build(config_path: str = DEFAULT_CONFIG) -> dict:
         "cmd": [_snakemake(sep_targets, " separate evaluate", touch=True), _snakemake(sep_targets)],
         "deps": [*compress(stage_code("separate_evaluate", archs=archs)), manifest, *checkpoints],
         "params": [{"results/config.yaml": ["dataset", "evaluation", "blend.models", "blend.subset",
-                                            "blend.tracks", "models"]}],
+                                            "blend.tracks",
+                                            *(k for s in systems for k in _system_params(s, ["separate"]))]}],
         "outs": [*(f"results/separations/{s}" for s in systems), *(f"results/scores/{s}" for s in systems),
                  "results/benchmarks/separate",
                  *(f"results/benchmarks/evaluate/{s}" for s in systems)],

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .references import STEM_SUFFIX, check_estimates, hq_alignment, read_estimates, read_references
 
@@ -65,7 +64,10 @@ def run(args: argparse.Namespace) -> int:
     provenance = score_record(track=name, estimates=args.estimates, references=args.references,
                               mode=args.mode, nsdr=args.nsdr, manifest=args.manifest)
     check_estimates(estimates, references, args.estimates, args.length_tolerance)
-    torch.set_num_threads(args.threads)
+    if args.mode == "full":  # torch only where it computes: it is most of a small job's start-up
+        import torch
+
+        torch.set_num_threads(args.threads)
     started = time.perf_counter()
     scores = evaluate_track(references, estimates, mode=args.mode, track_name=name, with_nsdr=args.nsdr,
                             device=args.device)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import warnings
+from decimal import Decimal
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -47,6 +49,28 @@ def _stack_track(references: Mapping[str, np.ndarray], estimates: Mapping[str, n
 MODES = ("sdr", "full", "museval")
 
 
+def _quantised(value: float) -> float:
+    """museval's `TrackStore._q` read back from its JSON: 5 decimals (Decimal, half to even),
+    infinities as NaN."""
+    if math.isinf(value):
+        return math.nan
+    return float(Decimal(value).quantize(Decimal(".00001")))
+
+
+def museval_track_json(names, values: Mapping[str, np.ndarray], win: float = 1.0, hop: float = 1.0) -> dict:
+    """What `simplejson.loads(museval.TrackStore(...).json)` gives after `add_target` per source
+    (tests/test_metrics.py compares the two). Written here because importing museval (scipy.signal
+    and more) took half of a small evaluation job's 3.5 s; museval.evaluate still runs in
+    `mode="museval"`."""
+    from importlib.metadata import version
+
+    targets = [{"name": name, "frames": [
+        {"time": i * hop, "duration": win,
+         "metrics": {m: _quantised(float(values[m][t][i])) for m in ("SDR", "SIR", "SAR", "ISR")}}
+        for i in range(len(values["SDR"][t]))]} for t, name in enumerate(names)]
+    return {"targets": targets, "museval_version": version("museval")}
+
+
 def evaluate_track(references: Mapping[str, np.ndarray], estimates: Mapping[str, np.ndarray],
                    mode: str = "full", win: float = 1.0, hop: float = 1.0, sr: int = SAMPLE_RATE,
                    track_name: str = "", with_nsdr: bool = False, device: str | None = None) -> dict:
@@ -57,13 +81,10 @@ def evaluate_track(references: Mapping[str, np.ndarray], estimates: Mapping[str,
     `bss_eval.bss_eval_v4`, museval's computation made fast (seconds a track; on `device`,
     default CUDA when available); "museval": the same metrics from `museval.evaluate` itself
     (the reference; minutes a track, memory growing with the track); "sdr": SDR from
-    `framewise_sdr`, the other metrics NaN. All go through museval's `TrackStore`, so
-    quantisation and NaN handling are museval's. with_nsdr adds each target's whole-song MDX
+    `framewise_sdr`, the other metrics NaN. The JSON is museval's `TrackStore`'s (see
+    `museval_track_json`). with_nsdr adds each target's whole-song MDX
     nSDR as an extra "nSDR" key (ignored by museval's loaders).
     """
-    import museval
-    import simplejson
-
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     names, refs, ests = _stack_track(references, estimates)
@@ -82,6 +103,8 @@ def evaluate_track(references: Mapping[str, np.ndarray], estimates: Mapping[str,
 
             sdr, isr, sir, sar = bss_eval_v4(refs, ests, win=win_samples, hop=hop_samples, device=device)
         else:
+            import museval
+
             sdr, isr, sir, sar = museval.evaluate(refs, ests, win=win_samples, hop=hop_samples)
         values = {"SDR": sdr, "ISR": isr, "SIR": sir, "SAR": sar}
     else:
@@ -89,11 +112,7 @@ def evaluate_track(references: Mapping[str, np.ndarray], estimates: Mapping[str,
         nan = np.full_like(sdr, np.nan)
         values = {"SDR": sdr, "ISR": nan, "SIR": nan, "SAR": nan}
 
-    store = museval.TrackStore(track_name=track_name, win=win, hop=hop)
-    for i, name in enumerate(names):
-        store.add_target(target_name=name, values={m: values[m][i].tolist() for m in METRICS})
-    store.validate()
-    scores = simplejson.loads(store.json, allow_nan=True)
+    scores = museval_track_json(names, values, win, hop)
     if with_nsdr:
         for target, value in zip(scores["targets"], nsdr(refs, ests)):
             target["nSDR"] = float(value)

@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: the config's pretrained.xumx.path)")
     p.add_argument("--init-checkpoint", help="final checkpoint (or its pointer JSON) of the system "
                    "init_system names, for staged training")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the config's train.threads)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -38,6 +39,10 @@ def run(args) -> int:
         raise ConfigError(f"{args.config}: no system '{args.system}' under models: "
                           f"(configured: {', '.join(cfg['models']) or 'none'})")
     system = args.system
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads {args.threads}: give 1 or more")
+        cfg["models"][system]["train"]["threads"] = args.threads
     manifest = args.manifest or (DEFAULT_MANIFEST if Path(DEFAULT_MANIFEST).is_file() else None)
     manifest_hash = None
     if manifest:
