@@ -231,7 +231,10 @@ def test_dvc_stages_are_the_snakemake_phases(fresh_copy, config):
     # into its outs.
     phases = {}
     for name, own in jobs.items():
-        upstream = set().union(*(set(jobs[other]) for other in _upstream(stages, name)))
+        # A training stage built on another (tfc_tdf on tfc_tdf_v2) shares its command: the
+        # ownership filter below, not subtraction, splits their jobs.
+        upstream = set().union(*(set(jobs[other]) for other in _upstream(stages, name)
+                                 if not (name in TRAIN_STAGES and other in TRAIN_STAGES)))
         phases[name] = {k: j for k, j in own.items() if k not in upstream}
         if name in TRAIN_STAGES:
             phases[name] = {k: j for k, j in phases[name].items()
@@ -309,7 +312,8 @@ def test_each_training_stage_tracks_only_its_own_model(fresh_copy):
     stages = _dvc_stages(fresh_copy)
     for system in SYSTEMS:
         keys = stages[f"train_{system}"]["params"][SETTINGS]
-        assert {k for k in keys if k.startswith("models")} == {f"models.{system}"}, keys
+        models = {k for k in keys if k.startswith("models")}
+        assert models and all(k.startswith(f"models.{system}.") for k in models), keys
         # The data stage stops before every training rule.
         assert f"train_{system}" in shlex.split(stages["data"]["cmds"][-1])
 

@@ -101,7 +101,10 @@ def test_profile_sends_training_to_the_gpu_partition_and_all_else_to_cpu(planned
             assert "--signal=USR1@120" in res["slurm_extra"].split()  # --requeue: the plugin's setting
         else:
             assert res["slurm_partition"] == "cpu", rule
-            assert "slurm_extra" not in res and "gpu" not in res, rule
+            # separate declares gpu = models.<system>.separate.gpus (0 here): the plugin adds
+            # --gpus only for a nonzero count.
+            assert "slurm_extra" not in res and not res.get("gpu"), rule
+            assert "--gpus" not in _sbatch_call(job), rule
 
 
 def _sbatch_call(job: dict) -> str:
@@ -304,15 +307,16 @@ def test_pipeline_runs_through_sbatch_with_the_profile(slurm_cluster, repo):
 @pytest.mark.integration
 @pytest.mark.slow
 def test_a_failing_job_fails_the_run_and_shows_its_log(slurm_cluster, repo):
-    # Valid config, but an epoch of 2 batches cannot hold 10 accumulation steps: fails at run time.
-    overlay = _overlay(repo, "slurm_bad", {"demucs_baseline": {"accumulation": 10}})
+    # Valid config, but a learning rate of 1e30 makes the loss NaN at the first optimizer step:
+    # fails at run time, in the job.
+    overlay = _overlay(repo, "slurm_bad", {"demucs_baseline": {"lr": 1.0e30}})
     rc, out, seconds = _run(repo, _snakemake_cmd(["results/checkpoints/demucs_baseline.json"], overlay, *CLUSTER_OPTIONS),
                             timeout=420)
     assert rc != 0
     assert seconds < 300, seconds
     assert "Error in rule train_demucs_baseline" in out
     assert "Logfile logs/train/demucs_baseline.log:" in out
-    assert "fewer than accumulation=10" in out  # the log's content, not only its path
+    assert "demucs_baseline: loss is nan at step 1; lower the lr" in out  # the log's content, not only its path
     job_id = next(j for j, log in _submitted(out).items() if "rule_train_demucs_baseline" in log)
     assert _slurm_jobs()[job_id]["state"] == "FAILED"
     assert f".snakemake/slurm_logs/rule_train_demucs_baseline/{job_id}.log" in out
