@@ -34,8 +34,8 @@ from common import (
 from dannasep.constants import SOURCES
 from dannasep.data.tracks import TRAIN_SPLIT_TRACKS
 
-SYSTEM_ORDER = ("xumx_baseline", "xumx", "unet", "demucs_baseline", "demucs", "dannasep",
-                "dannasep_paper_weights")
+SYSTEM_ORDER = ("xumx_baseline", "xumx", "unet", "demucs_baseline", "demucs", "hdemucs", "tfc_tdf_v2",
+                "tfc_tdf", "xd3net", "dannasep", "dannasep_paper_weights")
 
 
 def cpu_seconds() -> float:

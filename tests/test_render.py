@@ -352,14 +352,26 @@ def test_loudness_follows_the_drawn_spread(dataset):
 # ------------------------------------------------------------------------------ the workflow
 
 
-def test_the_rendered_overlay_plans_the_render_rule():
-    """config/rendered.yaml over the embedded default: the dataset comes from `dannasep render`."""
+def _dry_run(*configs: str) -> str:
     root = Path(__file__).resolve().parents[1]
     snakemake = str(Path(sys.executable).parent / "snakemake")
-    out = subprocess.run([snakemake, "-n", "-p", "--cores", "2", "--forceall", "--configfile", "config/rendered.yaml"],
+    out = subprocess.run([snakemake, "-n", "-p", "--cores", "2", "--forceall", "--configfile", *configs],
                          cwd=root, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr + out.stdout
-    assert "render_dataset" in out.stdout and "synth_dataset" not in out.stdout
-    assert "dannasep render --out resources/musdb18hq-rendered --seed 2021" in out.stdout
-    assert f"--soundfont-sha256 {FLUIDR3_GM_SHA256}" in out.stdout
-    assert "dannasep spectrograms 'resources/musdb18hq-rendered/test/" in out.stdout
+    return out.stdout
+
+
+def test_the_embedded_default_renders_its_dataset():
+    """config/config.yaml: the dataset comes from `dannasep render`."""
+    out = _dry_run("config/config.yaml")
+    assert "render_dataset" in out and "synth_dataset" not in out
+    assert "dannasep render --out resources/musdb18hq-rendered --seed 2021" in out
+    assert f"--soundfont-sha256 {FLUIDR3_GM_SHA256}" in out
+    assert "dannasep spectrograms 'resources/musdb18hq-rendered/test/" in out
+
+
+def test_the_synthetic_overlay_plans_the_synth_rule():
+    """config/synthetic.yaml over the embedded default: the additive synthetic dataset."""
+    out = _dry_run("config/synthetic.yaml")
+    assert "synth_dataset" in out and "render_dataset" not in out
+    assert "dannasep spectrograms 'resources/musdb18hq-synthetic/test/" in out

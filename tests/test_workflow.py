@@ -18,7 +18,7 @@ def _snakemake(*args, cwd=ROOT):
 def test_dry_run_plans_the_pipeline():
     out = _snakemake("-n", "--cores", "2", "--forceall")
     assert out.returncode == 0, out.stderr + out.stdout
-    for rule in ("synth_dataset", "validate_dataset", "train_xumx", "train_demucs"):
+    for rule in ("render_dataset", "validate_dataset", "train_xumx", "train_demucs"):
         assert rule in out.stdout
 
 
@@ -88,7 +88,8 @@ def test_config_values_reach_commands_as_single_arguments(tmp_path):
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     root = "resources/my data's set"
     cfg = tmp_path / "spaces.yaml"
-    cfg.write_text(f'dataset: {{root: "{root}", synthetic: {{train_tracks: 1, valid_tracks: 1, test_tracks: 1, duration: 2.0}}}}\n')
+    # the embedded default's dataset kind (rendered): its render rule gets the root as one word
+    cfg.write_text(f'dataset: {{root: "{root}", rendered: {{train_tracks: 1, valid_tracks: 1, test_tracks: 1, duration: 2.0}}}}\n')
     out = subprocess.run([SNAKEMAKE, "validate_dataset", "--cores", "1", "--configfile", str(cfg)],
                          cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -34,12 +34,12 @@ elif config["dataset"]["kind"] == "rendered":
             CONDA_ENV
         params:
             r=config["dataset"]["rendered"],
-            sha=lambda w: config["dataset"]["rendered"]["soundfont_sha256"] or "''",
+            sha=lambda w: config["dataset"]["rendered"]["soundfont_sha256"] or "",
         shell:
-            "dannasep render --out {output} --seed {params.r[seed]}"
+            "dannasep render --out {output:q} --seed {params.r[seed]}"
             " --train-tracks {params.r[train_tracks]} --valid-tracks {params.r[valid_tracks]}"
             " --test-tracks {params.r[test_tracks]} --duration {params.r[duration]}"
-            " --soundfont {params.r[soundfont]:q} --soundfont-sha256 {params.sha} > {log} 2>&1"
+            " --soundfont {params.r[soundfont]:q} --soundfont-sha256 {params.sha:q} > {log} 2>&1"
 
 elif dataset_is_produced():
 
