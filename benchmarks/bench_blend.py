@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import resource
 import subprocess
 import sys
@@ -46,6 +47,7 @@ from dannasep.audio import write_wav
 from dannasep.blend.search import Problem, SourceView, grid_size, search_weights, simplex_grid
 from dannasep.blend.stats import TrackStats, gram_stats, save_stats
 from dannasep.constants import SAMPLE_RATE, SOURCES
+from dannasep.provenance.records import written_record
 from dannasep.evaluation.sdr import frame_slices, pad_or_cut, silent_windows
 
 TRACKS = 50
@@ -129,12 +131,18 @@ def scaled_tracks(pool: list[TrackStats], count: int, windows: int | None, seed:
 
 
 def write_track(root: Path, refs: np.ndarray, ests: np.ndarray, models: list[str]) -> None:
-    """references/test/T/<source>.wav (PCM_16) and separations/<model>/test/T/<source>.wav (float)."""
+    """references/test/T/<source>.wav (PCM_16) and separations/<model>/test/T/<source>.wav (float)
+    with the provenance.json the separation step writes beside them (the estimates' sha256 and
+    file identities, which the statistics job reuses instead of hashing them again)."""
     for s, source in enumerate(SOURCES):
         write_wav(root / "references" / "test" / "T" / f"{source}.wav", refs[s], SAMPLE_RATE)
         for m, model in enumerate(models):
             write_wav(root / "separations" / model / "test" / "T" / f"{source}.wav", ests[m, s],
                       SAMPLE_RATE, subtype="FLOAT")
+    for model in models:
+        folder = root / "separations" / model / "test" / "T"
+        record = written_record([folder / f"{source}.wav" for source in SOURCES])
+        (folder / "provenance.json").write_text(json.dumps({"system": model, **record}))
 
 
 def children_cpu() -> float:

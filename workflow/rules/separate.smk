@@ -4,6 +4,14 @@
 # The same `dannasep separate` separates anyone's music (README, "Separating a song").
 
 
+# What a separation reads (job sizes left out, so a new time limit re-separates nothing), once a
+# system rather than once a job: planning the paper DAG asks for it ~500 times.
+SEPARATE_SETTINGS = {
+    system: without_resources(config["models"][system])["separate"]
+    for system in SYSTEMS
+}
+
+
 rule separate:
     input:
         pointer="results/checkpoints/{system}.json",
@@ -27,7 +35,7 @@ rule separate:
         config_file=lambda w: system_settings(w.system),
         mixture=mixture_path,
         out_dir=lambda w: separation_dir(w.system, w.folder, w.track),
-        settings=lambda w: without_resources(config["models"][w.system])["separate"],
+        settings=lambda w: SEPARATE_SETTINGS[w.system],
         device=lambda w: (
             "cuda" if config["models"][w.system]["separate"]["gpus"] else "cpu"
         ),
