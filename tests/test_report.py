@@ -381,7 +381,7 @@ def test_snakemake_rules_and_html_report(tmp_path):
     root = Path(__file__).resolve().parents[1]
     snakemake = str(Path(sys.executable).parent / "snakemake")
     config = yaml.safe_load((root / "config" / "config.yaml").read_text())
-    names = list(TEST_TRACKS[: config["dataset"]["synthetic"]["test_tracks"]])
+    names = list(TEST_TRACKS[: config["dataset"][config["dataset"]["kind"]]["test_tracks"]])
     results = tmp_path / "results"
     for system in dict.fromkeys([*published.PAPER_SYSTEMS, *config["models"]]):
         write_scores(results, system, names)
