@@ -50,7 +50,7 @@ import torch
 
 from ..constants import SAMPLE_RATE
 from .bss_filters import channel_span, projection_filters
-from .sdr import frame_slices, pad_or_cut, silent_windows
+from .sdr import frame_slices, silent_windows, stack_like_museval
 
 FILTERS_LEN = 512  # museval's default `filters_len`, the one eval_mus_track uses
 BLOCK_BYTES = 128 << 20  # working memory of one block of windows
@@ -163,13 +163,7 @@ def bss_eval_v4(references, estimates, win: int = SAMPLE_RATE, hop: int = SAMPLE
     (default: CUDA when available, else CPU). Returns SDR, ISR, SIR, SAR as float64 numpy
     arrays (S, windows), NaN in windows museval calls silent.
     """
-    references = np.asarray(references)
-    estimates = np.asarray(estimates)
-    if references.ndim != 3 or estimates.ndim != 3:
-        raise ValueError("references and estimates must be (sources, samples, channels) arrays")
-    if references.shape[0] != estimates.shape[0] or references.shape[2] != estimates.shape[2]:
-        raise ValueError(f"shape mismatch: references {references.shape}, estimates {estimates.shape}")
-    estimates = pad_or_cut(estimates, references.shape[1])
+    references, estimates = stack_like_museval(references, estimates)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     n_sources, n_samples, n_channels = references.shape

@@ -61,7 +61,8 @@ def silent_windows(signals: np.ndarray, slices: list[slice]) -> np.ndarray:
     return np.stack([np.all(channel_sum[:, sl] == 0, axis=1) for sl in slices], axis=1)
 
 
-def _stack_like_museval(references, estimates) -> tuple[np.ndarray, np.ndarray]:
+def stack_like_museval(references, estimates) -> tuple[np.ndarray, np.ndarray]:
+    """(S, N, C) arrays checked for shape, the estimates padded or cut to N as museval does."""
     references = np.asarray(references)
     estimates = np.asarray(estimates)
     if references.ndim != 3 or estimates.ndim != 3:
@@ -79,7 +80,7 @@ def framewise_sdr(references, estimates, win: int = SAMPLE_RATE, hop: int = SAMP
     estimate equals the reference (museval's `_safe_db`; its JSON writer turns that into NaN).
     museval refuses a whole silent source outright; here that simply gives all-NaN windows.
     """
-    references, estimates = _stack_like_museval(references, estimates)
+    references, estimates = stack_like_museval(references, estimates)
     slices = frame_slices(references.shape[1], win, hop)
     any_silent = (silent_windows(references, slices) | silent_windows(estimates, slices)).any(axis=0)
     sdr = np.full((references.shape[0], len(slices)), np.nan)
