@@ -89,6 +89,9 @@ for _system in TRAINED_SYSTEMS:
             f"{LOGS}/train/{_system}.log",
         benchmark:
             f"{BENCH}/train/{_system}.tsv"
+        # A training that asks for several threads goes first: left to wait, it would start only
+        # once the others leave enough cores free, at the end of the run (Hybrid Demucs on 2 cores).
+        priority: config["models"][_system]["train"]["threads"] - 1
         conda:
             CONDA_ENV
         threads: config["models"][_system]["train"]["threads"]
