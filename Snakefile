@@ -17,8 +17,8 @@ include: "workflow/rules/import.smk"
 include: "workflow/rules/separate.smk"
 include: "workflow/rules/blend.smk"
 include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/provenance.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/provenance.smk"
 
 
 rule all:

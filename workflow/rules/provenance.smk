@@ -15,6 +15,8 @@ rule provenance:
         ],
         pointers=[checkpoint_pointer(s) for s in SYSTEMS],
         manifest=DATASET_MANIFEST,
+        # the score files (and sha256) the tables were made from, which the audit checks
+        tables=rules.tables.output.inputs,
     output:
         "results/provenance.json",
     log:
