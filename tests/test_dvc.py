@@ -154,6 +154,15 @@ def _snakemake_dags(repo: Path, commands: list[str]) -> dict[str, dict]:
     return json.loads(out.read_text())
 
 
+def _snakemake_call(cmd: str, mode: str) -> str:
+    """The Snakemake command a stage's call runs through `python -m dannasep.dvc_phase MODE
+    PHASE --` (a run: --done, a touch: --after)."""
+    words = shlex.split(cmd)
+    assert words[:4] == ["python", "-m", "dannasep.dvc_phase", mode] and words[5] == "--", cmd
+    assert (mode == "--after") == ("--touch" in words), cmd
+    return shlex.join(words[6:])
+
+
 def _covers(path: str, file: str) -> bool:
     return file == path or file.startswith(path.rstrip("/") + "/")
 
@@ -220,32 +229,37 @@ def test_dvc_stages_are_the_snakemake_phases(fresh_copy, config):
     assert set(all_stages) == ALL_STAGES
     stages = {n: s for n, s in all_stages.items() if n in SNAKEMAKE_STAGES}
 
-    # Snakemake's side: jobs each stage's command would run in a checkout with no results.
-    commands = {name: _with_config(s["cmds"][-1], config) for name, s in stages.items()}
+    # Snakemake's side: the jobs each stage's calls would run (or touch) in a checkout with no
+    # results, and the whole pipeline's.
+    runs = {name: _with_config(_snakemake_call(s["cmds"][-1], "--done"), config) for name, s in stages.items()}
+    touches = {name: _with_config(_snakemake_call(s["cmds"][0], "--after"), config)
+               for name, s in stages.items() if len(s["cmds"]) == 2}
     whole = WHOLE_PIPELINE.format(config=config)
-    dags = _snakemake_dags(fresh_copy, [*commands.values(), whole])
+    dags = _snakemake_dags(fresh_copy, sorted({*runs.values(), *touches.values(), whole}))
     key = lambda job: (job["rule"], tuple(job["output"]))  # noqa: E731
-    jobs = {name: {key(j): j for j in dags[cmd]["jobs"]} for name, cmd in commands.items()}
-    # A stage's phase: its jobs minus those of the stages it builds on (through its deps). The
-    # training stages share one command (all trainings at once): each owns the jobs writing
-    # into its outs.
-    phases = {}
-    for name, own in jobs.items():
-        # A training stage built on another (tfc_tdf on tfc_tdf_v2) shares its command: the
-        # ownership filter below, not subtraction, splits their jobs.
-        upstream = set().union(*(set(jobs[other]) for other in _upstream(stages, name)
-                                 if not (name in TRAIN_STAGES and other in TRAIN_STAGES)))
-        phases[name] = {k: j for k, j in own.items() if k not in upstream}
-        if name in TRAIN_STAGES:
-            phases[name] = {k: j for k, j in phases[name].items()
-                            if all(any(_covers(o, f) for o in stages[name]["outs"]) for f in _written(j))}
+    everything = {key(j): j for j in dags[whole]["jobs"] if j["output"]}
+    # A stage's phase: the jobs that write into its outs. Every job is in exactly one phase.
+    phases = {name: {} for name in stages}
+    for k, job in everything.items():
+        owners = [name for name, stage in stages.items()
+                  if all(any(_covers(o, f) for o in stage["outs"]) for f in _written(job))]
+        assert len(owners) == 1, f"{k} writes into the outs of {owners or 'no stage'} ({config})"
+        phases[owners[0]][k] = job
+    for name in stages:
         assert phases[name], f"stage {name} runs no job of its own under {config}"
-    # Together the phases are the whole pipeline, each job in exactly one phase.
-    everything = {key(j) for j in dags[whole]["jobs"] if j["output"]}
-    in_phases = [k for phase in phases.values() for k in phase]
-    assert sorted(in_phases) == sorted(everything), (
-        f"jobs outside every stage: {sorted(everything - set(in_phases))[:5]}; "
-        f"in two stages: {sorted({k for k in in_phases if in_phases.count(k) > 1})[:5]}")
+        # Its run makes its phase (a stage after `data` runs the whole pipeline: the first one
+        # does the work of those after it); its touch, only the phases it builds on.
+        ran = {key(j) for j in dags[runs[name]]["jobs"] if j["output"]}
+        if name == "data":
+            assert ran == set(phases[name]), f"data: its command runs {sorted(ran ^ set(phases[name]))[:5]}"
+        else:
+            assert ran == set(everything), f"{name}: its command is not the whole pipeline ({config})"
+        if name in touches:
+            touched = {key(j) for j in dags[touches[name]]["jobs"]}
+            upstream = set().union(*(set(phases[u]) for u in _upstream(stages, name)))
+            assert touched and touched <= upstream, (
+                f"{name}: its --touch reaches jobs outside the phases it builds on: "
+                f"{sorted(touched - upstream)[:5]} ({config})")
 
     producer = {}  # file or folder -> stage whose phase writes it
     for name, phase in phases.items():
@@ -285,9 +299,9 @@ def test_dvc_stages_are_the_snakemake_phases(fresh_copy, config):
             assert owners and owners <= feeding, (
                 f"{name}: dep {dep} comes from {owners}, not from {feeding}")
 
-        # Every Snakemake call: the selected config, no mtime rerun trigger.
-        for cmd in stage["cmds"]:
-            words = shlex.split(cmd)
+        # Every Snakemake call: through the skip wrapper, the selected config, no mtime trigger.
+        for at, cmd in enumerate(stage["cmds"]):
+            words = shlex.split(_snakemake_call(cmd, "--after" if at < len(stage["cmds"]) - 1 else "--done"))
             assert words[0] == "snakemake" and "--configfile" in words
             after = words[words.index("--rerun-triggers") + 1:]
             end = next((i for i, w in enumerate(after) if w.startswith("-")), len(after))
@@ -315,7 +329,7 @@ def test_each_training_stage_tracks_only_its_own_model(fresh_copy):
         models = {k for k in keys if k.startswith("models")}
         assert models and all(k.startswith(f"models.{system}.") for k in models), keys
         # The data stage stops before every training rule.
-        assert f"train_{system}" in shlex.split(stages["data"]["cmds"][-1])
+        assert f"train_{system}" in shlex.split(_snakemake_call(stages["data"]["cmds"][-1], "--done"))
 
 
 def test_dvc_yaml_is_generated_from_the_declaration():
@@ -443,6 +457,10 @@ def test_repro_push_pull_and_experiment_round_trip(tmp_path):
     built = _run(["dvc", "exp", "run", "-S", f"snakemake.configfile={TEST_CONFIG}"], repo, env,
                  timeout=1500)
     assert _stages_run(built.stdout) == ALL_STAGES, built.stdout[-3000:]
+    # The first training stage's Snakemake call ran the whole pipeline; every stage after it
+    # found nothing changed and skipped its calls (no DVC rewrite of an out in between).
+    skipped = (built.stdout + built.stderr).count("dvc_phase: skipped `snakemake all ")
+    assert skipped == len(TRAIN_STAGES) - 1 + len({"separate_evaluate", "blend", "report"}), skipped
     # DVC reads the score summary as metrics and the training curves as plots.
     metrics = json.loads(_run(["dvc", "metrics", "show", "--json"], repo, env).stdout)
     shown = metrics[""]["data"]["results/metrics.json"]["data"]
