@@ -30,6 +30,8 @@ from pathlib import Path
 
 import yaml
 
+from .io import file_identity, write_json
+
 PHASES = ("data", "all")  # in order: a run that covers a phase covers those before it
 RECORDS = Path(".snakemake") / "dvc-phases"
 # What Snakemake's decisions read, relative to the repository (plus the config file and dataset).
@@ -38,24 +40,19 @@ SETTINGS = Path("results") / "config.yaml"  # the merged config the DVC `config`
 
 
 def _walk(path: str, found: dict[str, list[int]]) -> None:
-    """Add path (a file, or every file under a folder) to found, skipping dot-files (DVC edits
-    the .gitignore files beside its outs) and __pycache__."""
+    """Add path (a file, or every file under a folder) to found, with io.file_identity's size,
+    modification time and inode, skipping dot-files (DVC edits the .gitignore files beside its
+    outs) and __pycache__."""
+    if os.path.isdir(path):
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if not (entry.name.startswith(".") or entry.name == "__pycache__"):
+                    _walk(entry.path, found)
+        return
     try:
-        st = os.stat(path)
+        found[path] = list(file_identity(path).values())
     except FileNotFoundError:
-        return
-    if not os.path.isdir(path):
-        found[path] = [st.st_size, st.st_mtime_ns, st.st_ino]
-        return
-    with os.scandir(path) as entries:
-        for entry in entries:
-            if entry.name.startswith(".") or entry.name == "__pycache__":
-                continue
-            if entry.is_dir(follow_symlinks=True):
-                _walk(entry.path, found)
-            else:
-                st = entry.stat()
-                found[entry.path] = [st.st_size, st.st_mtime_ns, st.st_ino]
+        pass
 
 
 def _dataset_roots() -> list[str]:
@@ -116,8 +113,6 @@ def covered(phase: str, state: dict) -> tuple[str | None, str]:
 
 
 def record(phase: str, state: dict) -> None:
-    from .io import write_json
-
     RECORDS.mkdir(parents=True, exist_ok=True)
     for earlier in PHASES[: PHASES.index(phase) + 1]:
         write_json(_record(earlier), state)
