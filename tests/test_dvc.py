@@ -352,6 +352,45 @@ def test_code_deps_follow_imports_and_keep_models_apart():
     assert not any(f.startswith("src/dannasep/training/") for f in report)
 
 
+def test_code_deps_statement_cache_is_keyed_by_content(tmp_path, monkeypatch):
+    """The parsed import statements kept across processes: reused for the same text, parsed again
+    after an edit (even with the same size and mtime), and a broken cache file is only a miss."""
+    import os
+
+    from dannasep.provenance import code_deps
+
+    src = tmp_path / "src"
+    (src / "dannasep" / "sub").mkdir(parents=True)
+    for init in (src / "dannasep" / "__init__.py", src / "dannasep" / "sub" / "__init__.py"):
+        init.write_text("")
+    (src / "dannasep" / "a.py").write_text("import os\nfrom .sub import b\n")
+    (src / "dannasep" / "sub" / "b.py").write_text("def f():\n    from .. import c\n")
+    (src / "dannasep" / "c.py").write_text("X = 1\n")
+    parsed = []
+    real_parse = code_deps._parse_statements
+    monkeypatch.setattr(code_deps, "_parse_statements", lambda text, name: parsed.append(name) or real_parse(text, name))
+
+    def closure(cache_file):
+        code_deps._imported.cache_clear()
+        monkeypatch.setattr(code_deps, "_STATEMENTS", code_deps._StatementsCache(cache_file))  # a new process
+        return {str(p.relative_to(src)) for p in code_deps.import_closure(["dannasep.a"], src)}
+
+    cache = tmp_path / "cache" / "statements.json"
+    everything = {"dannasep/__init__.py", "dannasep/a.py", "dannasep/sub/__init__.py", "dannasep/sub/b.py", "dannasep/c.py"}
+    # four texts: the two empty __init__.py files are one
+    assert closure(cache) == everything and len(parsed) == 4 and cache.is_file()
+    parsed.clear()
+    assert closure(cache) == everything and parsed == []  # nothing parsed again
+    b = src / "dannasep" / "sub" / "b.py"
+    stat = b.stat()
+    b.write_text("def f():\n    from .. import a\n")  # same size; put the old mtime back
+    os.utime(b, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert closure(cache) == everything - {"dannasep/c.py"} and parsed == [str(b)]
+    cache.write_text("{not json")
+    parsed.clear()
+    assert closure(cache) == everything - {"dannasep/c.py"} and len(parsed) == 3
+
+
 def test_code_deps_cover_what_a_training_really_imports(tmp_path):
     """Static closure vs. the modules a real (tiny) training run loads."""
     from conftest import make_musdb_tree

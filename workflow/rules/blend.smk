@@ -11,8 +11,8 @@ BLEND_STATS = "results/blend/stats/{folder}/{track}.npz"
 
 rule blend_stats:
     input:
-        estimates=lambda w: [
-            f for m in BLEND_MODELS for f in separation_files(m, w.folder, w.track)
+        estimates=[
+            f for m in BLEND_MODELS for f in separation_files(m, "{folder}", "{track}")
         ],
         manifest=DATASET_MANIFEST,
     output:
@@ -64,8 +64,8 @@ rule blend_search:
 
 rule blend_apply:
     input:
-        estimates=lambda w: [
-            f for m in BLEND_MODELS for f in separation_files(m, w.folder, w.track)
+        estimates=[
+            f for m in BLEND_MODELS for f in separation_files(m, "{folder}", "{track}")
         ],
         weights=lambda w: "results/blend/weights.yaml" if w.blend == "dannasep" else [],
     output:

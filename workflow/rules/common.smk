@@ -80,7 +80,10 @@ def settings_file(sections):
     import yaml
     from dannasep.io import write_text
 
-    text = yaml.safe_dump(sections, sort_keys=True)
+    # libyaml's dumper where PyYAML has it (4x faster; the same text for every shipped config,
+    # tests/test_workflow.py checks, so no file is renamed and nothing reruns)
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    text = yaml.dump(sections, Dumper=dumper, sort_keys=True)
     path = (
         Path(".snakemake/dannasep")
         / f"settings-{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
@@ -165,6 +168,11 @@ BLENDED_SYSTEMS = (
 ALL_SYSTEMS = SYSTEMS + BLENDED_SYSTEMS
 
 
+def _pattern_text(text):
+    """`text` inside a pattern Snakemake formats with wildcards (its braces kept as they are)."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
 def separation_dir(system, folder, track):
     return f"results/separations/{system}/{folder}/{track}"
 
@@ -178,6 +186,9 @@ def score_file(system, folder, track):
     return f"results/scores/{system}/{folder}/{track}.json"
 
 
+# Paths given as wildcard patterns instead of functions where the configuration allows: Snakemake
+# calls a function once a job and inspects its signature each time, which is most of the time
+# spent planning the paper DAG (1,174 jobs) beyond Snakemake's own.
 def mixture_path(w):
     """What a track's separation reads: the dataset's mixture.wav, or, for the evaluated tracks
     with evaluation.use_musdb18, the compressed MUSDB18's mixture (stream 0 of the .stem.mp4),
@@ -185,6 +196,13 @@ def mixture_path(w):
     if config["evaluation"]["use_musdb18"] and w.folder == EVAL_FOLDER:
         return f"{config['dataset']['musdb18_path']}/{w.folder}/{w.track}.stem.mp4"
     return f"{DATASET_ROOT}/{w.folder}/{w.track}/mixture.wav"
+
+
+MIXTURE = (
+    mixture_path
+    if config["evaluation"]["use_musdb18"]
+    else f"{_pattern_text(DATASET_ROOT)}/{{folder}}/{{track}}/mixture.wav"
+)
 
 
 def eval_references(w):
@@ -202,6 +220,14 @@ def hq_alignment_option(w):
         hq = Path(DATASET_ROOT) / w.folder / w.track
         return f"--hq-references {shlex.quote(str(hq))}" if hq.is_dir() else ""
     return ""
+
+
+EVAL_REFERENCES = (
+    eval_references
+    if config["evaluation"]["use_musdb18"]
+    else f"{_pattern_text(DATASET_ROOT)}/{{folder}}/{{track}}"
+)
+HQ_ALIGNMENT_OPTION = hq_alignment_option if config["evaluation"]["use_musdb18"] else ""
 
 
 def quoted(items):

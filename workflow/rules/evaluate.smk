@@ -5,7 +5,7 @@
 
 rule evaluate:
     input:
-        estimates=lambda w: separation_files(w.system, w.folder, w.track),
+        estimates=separation_files("{system}", "{folder}", "{track}"),
         manifest=DATASET_MANIFEST,
     output:
         score_file("{system}", "{folder}", "{track}"),
@@ -21,10 +21,10 @@ rule evaluate:
         runtime=120,
     params:
         estimates=lambda w: separation_dir(w.system, w.folder, w.track),
-        references=eval_references,
+        references=EVAL_REFERENCES,
         mode=config["evaluation"]["mode"],
         nsdr="--nsdr" if config["evaluation"]["nsdr"] else "",
-        hq=hq_alignment_option,
+        hq=HQ_ALIGNMENT_OPTION,
     shell:
         "dannasep evaluate --estimates {params.estimates:q} --references {params.references:q}"
         " --track {wildcards.track:q} --out {output:q} --mode {params.mode} {params.nsdr}"

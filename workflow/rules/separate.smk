@@ -33,8 +33,8 @@ rule separate:
         gpu=lambda w: config["models"][w.system]["separate"]["gpus"],
     params:
         config_file=lambda w: system_settings(w.system),
-        mixture=mixture_path,
-        out_dir=lambda w: separation_dir(w.system, w.folder, w.track),
+        mixture=MIXTURE,
+        out_dir=separation_dir("{system}", "{folder}", "{track}"),
         settings=lambda w: SEPARATE_SETTINGS[w.system],
         device=lambda w: (
             "cuda" if config["models"][w.system]["separate"]["gpus"] else "cpu"

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
+import json
 from pathlib import Path
 
 import yaml
@@ -27,6 +29,10 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 SRC = REPO_ROOT / "src"
 PACKAGE = "dannasep"
 DECLARATION = REPO_ROOT / "workflow" / "stage_code.yaml"
+# Import statements of each module, by the sha1 of its text: parsing ~50 modules took 0.1 s of
+# every parse of the workflow (planning, and each SLURM job); reading and hashing them, 3 ms.
+STATEMENTS_CACHE = REPO_ROOT / ".snakemake" / "dannasep" / "import-statements.json"
+_CACHE_ENTRIES = 2000  # the oldest go first; a few edits a module's worth
 
 
 def module_file(name: str, src: Path = SRC) -> Path | None:
@@ -43,28 +49,79 @@ def _module_name(path: Path, src: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _parse_statements(text: str, filename: str) -> list[list]:
+    """[level, module, names] of every import statement in `text` (anywhere in the file):
+    level None for `import a, b.c` (names: the modules), else `from` with its dots and module."""
+    statements = []
+    for node in ast.walk(ast.parse(text, filename)):
+        if isinstance(node, ast.Import):
+            statements.append([None, None, [a.name for a in node.names]])
+        elif isinstance(node, ast.ImportFrom):
+            statements.append([node.level, node.module, [a.name for a in node.names]])
+    return statements
+
+
+class _StatementsCache:
+    """The parsed import statements of module texts, kept across processes in STATEMENTS_CACHE.
+
+    Keyed by content, so an edit (or another checkout) is never served an old answer; a missing,
+    unreadable or unwritable cache file only means parsing again.
+    """
+
+    def __init__(self, path: Path):
+        self.path, self.entries, self.changed = path, None, False
+
+    def statements(self, path: Path) -> list[list]:
+        if self.entries is None:
+            try:
+                self.entries = dict(json.loads(self.path.read_text()))
+            except (OSError, ValueError, TypeError):
+                self.entries = {}
+        text = path.read_bytes()
+        key = hashlib.sha1(text).hexdigest()
+        if key not in self.entries:
+            self.entries[key] = _parse_statements(text.decode(), str(path))
+            self.changed = True
+        return self.entries[key]
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        from ..io import write_text
+
+        kept = list(self.entries.items())[-_CACHE_ENTRIES:]
+        try:
+            write_text(self.path, json.dumps(kept))
+        except OSError:
+            pass  # a read-only checkout: parse again next time
+        self.changed = False
+
+
+_STATEMENTS = _StatementsCache(STATEMENTS_CACHE)
+
+
 @functools.lru_cache(maxsize=None)
 def _imported(path: Path, src: Path) -> frozenset[str]:
-    """Dotted names of the dannasep modules `path` imports (anywhere in the file); parsed once a
-    process (the workflow asks for every system's closure when it is parsed)."""
+    """Dotted names of the dannasep modules `path` imports (anywhere in the file); once a process
+    (the workflow asks for every system's closure when it is parsed)."""
     name = _module_name(path, src)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.split(".")[0] == PACKAGE)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                origin = ".".join(base + ([node.module] if node.module else []))
-            else:
-                origin = node.module or ""
-            if origin.split(".")[0] != PACKAGE:
-                continue
-            found.add(origin)
-            # `from pkg import name`: name may be a submodule
-            found.update(f"{origin}.{a.name}" for a in node.names
-                         if module_file(f"{origin}.{a.name}", src) is not None)
+    for level, module, names in _STATEMENTS.statements(path):
+        if level is None:
+            found.update(n for n in names if n.split(".")[0] == PACKAGE)
+            continue
+        if level:
+            base = package.split(".")[: len(package.split(".")) - level + 1]
+            origin = ".".join(base + ([module] if module else []))
+        else:
+            origin = module or ""
+        if origin.split(".")[0] != PACKAGE:
+            continue
+        found.add(origin)
+        # `from pkg import name`: name may be a submodule (looked up now, not cached: a module
+        # added later changes the answer without changing this file)
+        found.update(f"{origin}.{n}" for n in names if module_file(f"{origin}.{n}", src) is not None)
     return frozenset(found)
 
 
@@ -83,6 +140,7 @@ def import_closure(modules, src: Path = SRC) -> set[Path]:
         parts = name.split(".")
         todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages run too
         todo.extend(_imported(path, src))
+    _STATEMENTS.save()
     return files
 
 
