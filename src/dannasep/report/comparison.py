@@ -47,7 +47,8 @@ def published_table(scores: Mapping) -> pd.DataFrame:
 
 def published_display(table: pd.DataFrame) -> pd.DataFrame:
     """Strings for Markdown/LaTeX/HTML: index (source, method), columns published | this run."""
-    from .tables import MISSING, _fmt
+    from .formats import MISSING
+    from .tables import _fmt
 
     data = {("", "metric"): list(table["metric"])}
     for c in COLUMNS:
